@@ -1,0 +1,36 @@
+// Test helpers: locating ../shared, running the CLI, normalized errors.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace lowbit::test {
+
+// $LOWBIT_SHARED, else <source dir>/../shared. Empty string if it does not exist.
+std::string shared_dir();
+// Path under shared/; calls GTEST_SKIP (via the macro below) when absent.
+#define LOWBIT_REQUIRE_SHARED(var, rel)                                                       \
+  std::string var = ::lowbit::test::shared_path(rel);                                         \
+  if (var.empty()) GTEST_SKIP() << "../shared/" << (rel) << " not found (set LOWBIT_SHARED)"; \
+  (void)0
+std::string shared_path(const std::string& rel);  // "" when missing
+
+// A fresh temporary directory (removed at process exit is not guaranteed).
+std::string temp_dir(const std::string& tag);
+
+struct RunResult {
+  int exit_code;
+  std::string out;  // stdout + stderr
+};
+// Runs the built `lowbit` binary with the given argument string (shell-quoted by the caller).
+RunResult run_lowbit(const std::string& args);
+
+// ||a - b|| / ||b||, in double.
+double normalized_error(const float* a, const float* b, size_t n);
+double normalized_error(const std::vector<float>& a, const std::vector<float>& b);
+
+std::string read_file(const std::string& path);
+void write_file(const std::string& path, const std::string& data);
+
+}  // namespace lowbit::test
