@@ -92,7 +92,7 @@ Tensor Tensor::rows(int64_t begin, int64_t end) const {
 void Tensor::copy_to_f32(float* dst) const { convert_to_f32(dtype_, raw(), dst, size_t(numel())); }
 
 std::vector<float> Tensor::to_vector() const {
-  std::vector<float> v(size_t(numel()));
+  std::vector<float> v(static_cast<size_t>(numel()));
   copy_to_f32(v.data());
   return v;
 }
