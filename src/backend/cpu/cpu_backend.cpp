@@ -1,0 +1,247 @@
+// CPU backend: OpenBLAS for GEMM, OpenMP for the elementwise/fused ops,
+// LAPACKE for Cholesky / eigen / SVD. This is the reference implementation
+// every other backend is tested against.
+#include <cblas.h>
+#include <lapacke.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "backend/backend.h"
+#include "core/error.h"
+
+extern "C" void openblas_set_num_threads(int);
+
+namespace lowbit {
+namespace {
+
+// Checked LAPACK call: negative info is an argument bug, carry file:line.
+#define LAPACK_CHECK(call)                                                                    \
+  [&] {                                                                                      \
+    lapack_int info_ = (call);                                                              \
+    if (info_ < 0)                                                                           \
+      throw Error(fmt::format("LAPACK argument error {} in {} ({}:{})", info_, #call, __FILE__, \
+                              __LINE__));                                                    \
+    return info_;                                                                            \
+  }()
+
+class CpuBackend final : public Backend {
+ public:
+  CpuBackend() { set_threads(0); }
+  const char* name() const override { return "cpu"; }
+  Device device() const override { return Device::CPU; }
+
+  void set_threads(int n) override {
+    if (n <= 0) n = omp_get_num_procs();
+    threads_ = n;
+    omp_set_num_threads(n);
+    openblas_set_num_threads(n);
+  }
+  int threads() const override { return threads_; }
+
+  void* allocate(size_t nbytes) override {
+    void* p = std::aligned_alloc(64, std::max<size_t>(64, (nbytes + 63) / 64 * 64));
+    if (!p) throw Error(fmt::format("cpu backend: out of memory allocating {} bytes", nbytes));
+    return p;
+  }
+  void deallocate(void* p) override { std::free(p); }
+  void copy(void* dst, Device dd, const void* src, Device sd, size_t nbytes) override {
+    LOWBIT_CHECK(dd == Device::CPU && sd == Device::CPU, Error, "cpu backend cannot copy device memory");
+    std::memcpy(dst, src, nbytes);
+  }
+
+  void gemm(bool tA, bool tB, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+            const float* B, int64_t ldb, float beta, float* C, int64_t ldc) override {
+    if (M == 0 || N == 0) return;
+    cblas_sgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans, int(M), int(N),
+                int(K), alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
+  }
+  void gemm(bool tA, bool tB, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
+            const double* B, int64_t ldb, double beta, double* C, int64_t ldc) override {
+    if (M == 0 || N == 0) return;
+    cblas_dgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans, int(M), int(N),
+                int(K), alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
+  }
+
+  void linear(const float* X, int64_t M, const Tensor& W, float* Y, const float* bias) override {
+    LOWBIT_CHECK(W.dim() == 2, ShapeError, "linear: weight must be 2-D, got {}", shape_str(W.shape()));
+    const int64_t N = W.size(0), K = W.size(1);
+    const float* Wf;
+    std::vector<float>& scratch = weight_scratch();
+    if (W.dtype() == DType::F32) {
+      Wf = W.data<float>();
+    } else {
+      // Half-precision weights stay half in memory; widen per call (compute is f32).
+      scratch.resize(size_t(N * K));
+      const size_t n = size_t(N * K);
+      const int64_t chunks = 64;
+#pragma omp parallel for schedule(static)
+      for (int64_t c = 0; c < chunks; ++c) {
+        size_t b = n * c / chunks, e = n * (c + 1) / chunks;
+        convert_to_f32(W.dtype(), static_cast<const char*>(W.raw()) + b * dtype_size(W.dtype()),
+                       scratch.data() + b, e - b);
+      }
+      Wf = scratch.data();
+    }
+    if (bias) {
+      for (int64_t m = 0; m < M; ++m) std::memcpy(Y + m * N, bias, size_t(N) * 4);
+    }
+    if (M == 1) {
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, int(N), int(K), 1.0f, Wf, int(K), X, 1, bias ? 1.0f : 0.0f, Y, 1);
+    } else {
+      gemm(false, true, M, N, K, 1.0f, X, K, Wf, K, bias ? 1.0f : 0.0f, Y, N);
+    }
+  }
+
+  void rmsnorm(const float* x, const float* w, float* y, int64_t rows, int64_t dim, float eps) override {
+#pragma omp parallel for schedule(static) if (rows > 8)
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* xr = x + r * dim;
+      float* yr = y + r * dim;
+      // HF computes the mean square in f32; accumulate in double to be safe, round once.
+      double ss = 0;
+      for (int64_t i = 0; i < dim; ++i) ss += double(xr[i]) * xr[i];
+      float inv = 1.0f / std::sqrt(float(ss / double(dim)) + eps);
+      if (w)
+        for (int64_t i = 0; i < dim; ++i) yr[i] = w[i] * (xr[i] * inv);
+      else
+        for (int64_t i = 0; i < dim; ++i) yr[i] = xr[i] * inv;
+    }
+  }
+
+  void rope(float* x, int64_t T, int64_t heads, int64_t D, const int32_t* pos, const float* inv_freq) override {
+    const int64_t half = D / 2;
+#pragma omp parallel for schedule(static) if (T > 8)
+    for (int64_t t = 0; t < T; ++t) {
+      std::vector<float> c(static_cast<size_t>(half)), s(static_cast<size_t>(half));
+      for (int64_t j = 0; j < half; ++j) {
+        float ang = float(pos[t]) * inv_freq[j];  // f32 product, as HF does
+        c[size_t(j)] = float(std::cos(double(ang)));
+        s[size_t(j)] = float(std::sin(double(ang)));
+      }
+      for (int64_t h = 0; h < heads; ++h) {
+        float* v = x + (t * heads + h) * D;
+        for (int64_t j = 0; j < half; ++j) {
+          float a = v[j], b = v[j + half];
+          v[j] = a * c[size_t(j)] - b * s[size_t(j)];
+          v[j + half] = b * c[size_t(j)] + a * s[size_t(j)];
+        }
+      }
+    }
+  }
+
+  void attention(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t S, int64_t Hq,
+                 int64_t Hkv, int64_t D, int64_t q_offset, float scale) override {
+    LOWBIT_CHECK(Hkv > 0 && Hq % Hkv == 0, ShapeError, "attention: {} query heads not a multiple of {} kv heads",
+                 Hq, Hkv);
+    LOWBIT_CHECK(q_offset + T <= S, ShapeError, "attention: queries end at {} but only {} keys", q_offset + T, S);
+    const int64_t group = Hq / Hkv;
+    if (T * S * Hq <= 64 * 1024 || T == 1) {
+      // Small problems / decoding: direct loops, parallel over (t, head).
+#pragma omp parallel for collapse(2) schedule(static)
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t h = 0; h < Hq; ++h) {
+          const int64_t kvh = h / group, n = q_offset + t + 1;
+          const float* qv = q + (t * Hq + h) * D;
+          std::vector<float> p(static_cast<size_t>(n));
+          float mx = -INFINITY;
+          for (int64_t s = 0; s < n; ++s) {
+            const float* kv = k + (s * Hkv + kvh) * D;
+            float acc = 0;
+            for (int64_t d = 0; d < D; ++d) acc += qv[d] * kv[d];
+            p[size_t(s)] = acc * scale;
+            mx = std::max(mx, p[size_t(s)]);
+          }
+          double sum = 0;
+          for (int64_t s = 0; s < n; ++s) sum += (p[size_t(s)] = std::exp(p[size_t(s)] - mx));
+          const float inv = float(1.0 / sum);
+          float* o = out + (t * Hq + h) * D;
+          std::fill(o, o + D, 0.0f);
+          for (int64_t s = 0; s < n; ++s) {
+            const float* vv = v + (s * Hkv + kvh) * D;
+            const float w = p[size_t(s)] * inv;
+            for (int64_t d = 0; d < D; ++d) o[d] += w * vv[d];
+          }
+        }
+      return;
+    }
+    // Large prefill: per head, P = softmax(mask(Q Kᵀ)) as a GEMM, then O = P V.
+    std::vector<float> P(static_cast<size_t>(T * S));
+    for (int64_t h = 0; h < Hq; ++h) {
+      const int64_t kvh = h / group;
+      gemm(false, true, T, S, D, scale, q + h * D, Hq * D, k + kvh * D, Hkv * D, 0.0f, P.data(), S);
+#pragma omp parallel for schedule(static)
+      for (int64_t t = 0; t < T; ++t) {
+        float* row = P.data() + t * S;
+        const int64_t n = q_offset + t + 1;
+        float mx = -INFINITY;
+        for (int64_t s = 0; s < n; ++s) mx = std::max(mx, row[s]);
+        double sum = 0;
+        for (int64_t s = 0; s < n; ++s) sum += (row[s] = std::exp(row[s] - mx));
+        const float inv = float(1.0 / sum);
+        for (int64_t s = 0; s < n; ++s) row[s] *= inv;
+        for (int64_t s = n; s < S; ++s) row[s] = 0.0f;
+      }
+      gemm(false, false, T, D, S, 1.0f, P.data(), S, v + kvh * D, Hkv * D, 0.0f, out + h * D, Hq * D);
+    }
+  }
+
+  void silu_mul(const float* gate, const float* up, float* out, int64_t n) override {
+#pragma omp parallel for schedule(static) if (n > 4096)
+    for (int64_t i = 0; i < n; ++i) {
+      float g = gate[i];
+      out[i] = g / (1.0f + std::exp(-g)) * up[i];
+    }
+  }
+
+  bool cholesky(float* A, int64_t n) override {
+    lapack_int info = LAPACK_CHECK(LAPACKE_spotrf(LAPACK_ROW_MAJOR, 'L', lapack_int(n), A, lapack_int(n)));
+    if (info > 0) return false;
+    for (int64_t i = 0; i < n; ++i) std::fill(A + i * n + i + 1, A + (i + 1) * n, 0.0f);
+    return true;
+  }
+  bool cholesky(double* A, int64_t n) override {
+    lapack_int info = LAPACK_CHECK(LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'L', lapack_int(n), A, lapack_int(n)));
+    if (info > 0) return false;
+    for (int64_t i = 0; i < n; ++i) std::fill(A + i * n + i + 1, A + (i + 1) * n, 0.0);
+    return true;
+  }
+  bool spd_inverse(double* A, int64_t n) override {
+    if (!cholesky(A, n)) return false;
+    lapack_int info = LAPACK_CHECK(LAPACKE_dpotri(LAPACK_ROW_MAJOR, 'L', lapack_int(n), A, lapack_int(n)));
+    if (info > 0) return false;
+    for (int64_t i = 0; i < n; ++i)  // mirror lower -> upper
+      for (int64_t j = i + 1; j < n; ++j) A[i * n + j] = A[j * n + i];
+    return true;
+  }
+  void eigh(double* A, int64_t n, double* w) override {
+    lapack_int info = LAPACK_CHECK(LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'V', 'L', lapack_int(n), A, lapack_int(n), w));
+    LOWBIT_CHECK(info == 0, NumericError, "eigh: dsyevd failed to converge (info {})", info);
+  }
+  void svd(const double* A, int64_t m, int64_t n, double* U, double* S, double* Vt) override {
+    std::vector<double> a(A, A + m * n);
+    const int64_t k = std::min(m, n);
+    lapack_int info = LAPACK_CHECK(LAPACKE_dgesdd(LAPACK_ROW_MAJOR, 'S', lapack_int(m), lapack_int(n), a.data(),
+                                                  lapack_int(n), S, U, lapack_int(k), Vt, lapack_int(n)));
+    LOWBIT_CHECK(info == 0, NumericError, "svd: dgesdd failed to converge (info {})", info);
+  }
+
+ private:
+  static std::vector<float>& weight_scratch() {
+    thread_local std::vector<float> s;
+    return s;
+  }
+  int threads_ = 1;
+};
+
+}  // namespace
+
+Backend& cpu_backend() {
+  static CpuBackend b;
+  return b;
+}
+
+}  // namespace lowbit
