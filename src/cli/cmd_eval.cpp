@@ -1,0 +1,60 @@
+// lowbit eval ppl — perplexity by the GPTQ/QuaRot protocol.
+#include <nlohmann/json.hpp>
+
+#include "cli/cli.h"
+#include "core/error.h"
+#include "core/progress.h"
+#include "eval/perplexity.h"
+#include "io/files.h"
+#include "io/tokenizer.h"
+
+namespace lowbit::cli {
+
+void add_eval(CLI::App& app, Common& common, Runner* run) {
+  auto* eval = app.add_subcommand("eval", "evaluate a model");
+  eval->require_subcommand(1);
+  auto* ppl = eval->add_subcommand("ppl", "perplexity over non-overlapping windows (GPTQ/QuaRot protocol)");
+  struct Opts {
+    std::string model, data, output_json, tokenizer = "auto";
+    int64_t seqlen = 2048, max_windows = -1;
+  };
+  auto o = std::make_shared<Opts>();
+  ppl->add_option("--model", o->model, "Hugging Face model directory")->required();
+  ppl->add_option("--data", o->data, "raw text file to evaluate")->required();
+  ppl->add_option("--seqlen", o->seqlen, "window length in tokens")->capture_default_str();
+  ppl->add_option("--max-windows,--max_windows", o->max_windows, "evaluate at most this many windows (-1: all)");
+  ppl->add_option("--output-json,--output_json", o->output_json, "write the result as JSON");
+  ppl->add_option("--tokenizer", o->tokenizer, "auto | json | spm")->capture_default_str();
+  ppl->add_option("--threads", common.threads, "CPU threads (0: all cores)");
+  ppl->add_flag("--quiet", common.quiet, "no progress output");
+  *run = [o, &common]() {
+    apply_common(common);
+    LlamaModel model = LlamaModel::load(o->model);
+    LOWBIT_CHECK(o->seqlen <= model.cfg.max_position, ArgError,
+                 "--seqlen {} is larger than the model's context ({} max_position_embeddings)", o->seqlen,
+                 model.cfg.max_position);
+    auto tok = load_tokenizer(o->model, o->tokenizer);
+    std::string text = read_text_file(o->data);
+    LOWBIT_CHECK(!text.empty(), ArgError, "--data {} is empty", o->data);
+    std::vector<int32_t> ids = tokenize_stream(*tok, text, model.cfg.bos_token_id);
+    log_info(fmt::format("{}: {} tokens, {} windows of {}", o->data, ids.size(),
+                         int64_t(ids.size()) / o->seqlen, o->seqlen));
+    PplOptions po;
+    po.seqlen = o->seqlen;
+    po.max_windows = o->max_windows;
+    PplResult r = perplexity(model, ids, po);
+    std::printf("ppl %.4f  (nll %.6f, %lld windows of %lld tokens, %.1fs)\n", r.ppl, r.nll,
+                (long long)r.windows, (long long)r.seqlen, r.seconds);
+    if (!o->output_json.empty()) {
+      nlohmann::json j = {{"ppl", r.ppl},           {"nll", r.nll},     {"tokens", r.tokens},
+                          {"windows", r.windows},   {"seqlen", r.seqlen}, {"model", o->model},
+                          {"data", o->data},        {"seconds", r.seconds},
+                          {"tokens_per_second", double(r.windows * r.seqlen) / r.seconds},
+                          {"threads", cpu_backend().threads()}};
+      write_file_atomic(o->output_json, j.dump(2) + "\n");
+    }
+    return 0;
+  };
+}
+
+}  // namespace lowbit::cli

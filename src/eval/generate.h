@@ -1,0 +1,27 @@
+// Autoregressive generation with the KV cache: greedy at temperature 0, else
+// temperature + nucleus (top-p) sampling from a seeded generator.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "models/llama.h"
+
+namespace lowbit {
+
+struct GenOptions {
+  int64_t max_new_tokens = 64;
+  double temperature = 0.0;
+  double top_p = 1.0;
+  uint64_t seed = 0;
+  int32_t eos_id = -1;  // stop when generated (it is included in the output)
+};
+
+// Returns the generated ids (prompt excluded). `on_token` is called per new id.
+std::vector<int32_t> generate(LlamaModel& model, const std::vector<int32_t>& prompt, const GenOptions& opt,
+                              const std::function<void(int32_t)>& on_token = {});
+
+// Picks the next token from logits [V] (exposed for tests).
+int32_t sample_token(const float* logits, int64_t V, double temperature, double top_p, uint64_t* rng_state);
+
+}  // namespace lowbit
