@@ -16,11 +16,14 @@ void add_eval(CLI::App& app, Common& common, Runner* run) {
   auto* ppl = eval->add_subcommand("ppl", "perplexity over non-overlapping windows (GPTQ/QuaRot protocol)");
   struct Opts {
     std::string model, data, output_json, tokenizer = "auto";
-    int64_t seqlen = 2048, max_windows = -1;
+    int64_t seqlen = 2048, max_windows = -1, data_begin = 0, data_end = -1;
   };
   auto o = std::make_shared<Opts>();
   ppl->add_option("--model", o->model, "Hugging Face model directory")->required();
   ppl->add_option("--data", o->data, "raw text file to evaluate")->required();
+  ppl->add_option("--data-begin,--data_begin", o->data_begin,
+                  "evaluate from this character (Unicode code point) of the file on");
+  ppl->add_option("--data-end,--data_end", o->data_end, "stop before this character (-1: end of file)");
   ppl->add_option("--seqlen", o->seqlen, "window length in tokens")->capture_default_str();
   ppl->add_option("--max-windows,--max_windows", o->max_windows, "evaluate at most this many windows (-1: all)");
   ppl->add_option("--output-json,--output_json", o->output_json, "write the result as JSON");
@@ -36,6 +39,8 @@ void add_eval(CLI::App& app, Common& common, Runner* run) {
     auto tok = load_tokenizer(o->model, o->tokenizer);
     std::string text = read_text_file(o->data);
     LOWBIT_CHECK(!text.empty(), ArgError, "--data {} is empty", o->data);
+    if (o->data_begin != 0 || o->data_end >= 0) text = utf8_slice(text, o->data_begin, o->data_end);
+    LOWBIT_CHECK(!text.empty(), ArgError, "--data {}: the selected character range is empty", o->data);
     std::vector<int32_t> ids = tokenize_stream(*tok, text, model.cfg.bos_token_id);
     log_info(fmt::format("{}: {} tokens, {} windows of {}", o->data, ids.size(),
                          int64_t(ids.size()) / o->seqlen, o->seqlen));
@@ -48,7 +53,7 @@ void add_eval(CLI::App& app, Common& common, Runner* run) {
     if (!o->output_json.empty()) {
       nlohmann::json j = {{"ppl", r.ppl},           {"nll", r.nll},     {"tokens", r.tokens},
                           {"windows", r.windows},   {"seqlen", r.seqlen}, {"model", o->model},
-                          {"data", o->data},        {"seconds", r.seconds},
+                          {"data", o->data},        {"data_begin", o->data_begin}, {"data_end", o->data_end}, {"seconds", r.seconds},
                           {"tokens_per_second", double(r.windows * r.seqlen) / r.seconds},
                           {"threads", cpu_backend().threads()}};
       write_file_atomic(o->output_json, j.dump(2) + "\n");

@@ -35,4 +35,24 @@ void write_file_atomic(const std::string& path, const std::string& content) {
   }
 }
 
+std::string utf8_slice(const std::string& text, int64_t begin, int64_t end) {
+  // Byte offset of code point `n`: count bytes that are not continuation bytes (10xxxxxx).
+  auto byte_of = [&](int64_t n) -> size_t {
+    int64_t cp = 0;
+    for (size_t i = 0; i < text.size(); ++i) {
+      if ((uint8_t(text[i]) & 0xC0) != 0x80) {
+        if (cp == n) return i;
+        ++cp;
+      }
+    }
+    LOWBIT_CHECK(cp == n, ArgError, "character offset {} is past the end of the text ({} characters)", n, cp);
+    return text.size();
+  };
+  LOWBIT_CHECK(begin >= 0, ArgError, "negative character offset {}", begin);
+  size_t b = byte_of(begin);
+  size_t e = end < 0 ? text.size() : byte_of(end);
+  LOWBIT_CHECK(e >= b, ArgError, "character range [{}, {}) is empty or reversed", begin, end);
+  return text.substr(b, e - b);
+}
+
 }  // namespace lowbit

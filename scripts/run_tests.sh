@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Sets up, builds and runs the whole test suite (ctest), then a bounded fuzz run
+# of the safetensors header parser. Tests that need ../shared skip without it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --tests
+export LOWBIT_SHARED="${LOWBIT_SHARED:-$(pwd)/../shared}"
+(cd build && ctest --output-on-failure -j"$(nproc)" --timeout 1500)
+bash scripts/fuzz.sh "${LOWBIT_FUZZ_SECONDS:-30}"

@@ -1,0 +1,160 @@
+// The `lowbit` binary end to end: successful runs write the promised JSON, and
+// every bad input gets one "lowbit: error: ..." line and a non-zero exit.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "io/safetensors.h"
+#include "testing.h"
+
+using namespace lowbit;
+using lowbit::test::read_file;
+using lowbit::test::run_lowbit;
+using lowbit::test::temp_dir;
+using lowbit::test::write_file;
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+// One line on stderr that starts with "lowbit: error:" and names `needle`.
+void expect_clean_error(const lowbit::test::RunResult& r, const std::string& needle) {
+  EXPECT_NE(r.exit_code, 0) << r.out;
+  auto pos = r.out.find("lowbit: error: ");
+  ASSERT_NE(pos, std::string::npos) << r.out;
+  std::string line = r.out.substr(pos);
+  EXPECT_EQ(line.find('\n'), line.size() - 1) << "error must be one line: " << r.out;
+  EXPECT_NE(line.find(needle), std::string::npos) << "error should mention '" << needle << "': " << r.out;
+}
+
+// A copy of stories260K's directory (config + tokenizer) with the given safetensors bytes.
+std::string model_copy(const std::string& src, const std::string& tag) {
+  std::string d = temp_dir(tag);
+  for (const char* f : {"config.json", "tokenizer.model", "tokenizer.json", "tokenizer_config.json"})
+    fs::copy_file(src + "/" + f, d + "/" + f);
+  return d;
+}
+
+}  // namespace
+
+TEST(Cli, EvalPplWritesJson) {
+  LOWBIT_REQUIRE_SHARED(m, "models/stories260K");
+  LOWBIT_REQUIRE_SHARED(ts, "data/text/tinystories_val.txt");
+  std::string out = temp_dir("cli") + "/ppl.json";
+  auto r = run_lowbit("eval ppl --model " + m + " --data " + ts +
+                      " --data-begin 396696 --seqlen 512 --max-windows 20 --output-json " + out);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  json j = json::parse(read_file(out));
+  for (const char* k : {"ppl", "nll", "tokens", "windows", "seqlen", "model", "data", "seconds"})
+    EXPECT_TRUE(j.contains(k)) << k;
+  EXPECT_EQ(j["windows"], 20);
+  EXPECT_EQ(j["tokens"], 199283);
+  EXPECT_GT(j["ppl"].get<double>(), 3.0);
+  EXPECT_LT(j["ppl"].get<double>(), 10.0);
+  EXPECT_NE(r.out.find("ppl"), std::string::npos);
+}
+
+TEST(Cli, GenerateGreedyFromBos) {
+  LOWBIT_REQUIRE_SHARED(m, "models/stories260K");
+  LOWBIT_REQUIRE_SHARED(gp, "golden/stories260K.json");
+  json g = json::parse(read_file(gp));
+  std::string out = temp_dir("cli") + "/gen.json";
+  auto r = run_lowbit("generate --model " + m + " --prompt '' --max-new-tokens 80 --temperature 0 --output-json " + out);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  json j = json::parse(read_file(out));
+  auto want = g["greedy_from_bos_ids"].get<std::vector<int>>();
+  EXPECT_EQ(j["ids"].get<std::vector<int>>(), std::vector<int>(want.begin() + 1, want.end()));
+  EXPECT_EQ(j["text"], g["greedy_from_bos_text"]);
+  // Sampling is reproducible with a seed.
+  std::string o1 = out + ".1", o2 = out + ".2";
+  run_lowbit("generate --model " + m + " --prompt 'Once upon' --max-new-tokens 20 --temperature 0.8 --top-p 0.9 --seed 5 --output-json " + o1);
+  run_lowbit("generate --model " + m + " --prompt 'Once upon' --max-new-tokens 20 --temperature 0.8 --top-p 0.9 --seed 5 --output-json " + o2);
+  EXPECT_EQ(json::parse(read_file(o1))["ids"], json::parse(read_file(o2))["ids"]);
+}
+
+TEST(Cli, InspectShowsStats) {
+  LOWBIT_REQUIRE_SHARED(m, "models/stories260K");
+  auto r = run_lowbit("inspect " + m);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("model.layers.4.mlp.down_proj"), std::string::npos);
+  EXPECT_NE(r.out.find("kurtosis"), std::string::npos);
+}
+
+TEST(Cli, BadInputsGiveOneLineErrors) {
+  LOWBIT_REQUIRE_SHARED(m, "models/stories260K");
+  LOWBIT_REQUIRE_SHARED(ts, "data/text/tinystories_val.txt");
+  std::string tmp = temp_dir("clierr");
+
+  // missing model dir / missing data file / empty text / seqlen beyond context
+  expect_clean_error(run_lowbit("eval ppl --model /nonexistent/m --data " + ts), "/nonexistent/m");
+  expect_clean_error(run_lowbit("eval ppl --model " + m + " --data /nonexistent/t.txt"), "/nonexistent/t.txt");
+  write_file(tmp + "/empty.txt", "");
+  expect_clean_error(run_lowbit("eval ppl --model " + m + " --data " + tmp + "/empty.txt"), "empty");
+  expect_clean_error(run_lowbit("eval ppl --model " + m + " --data " + ts + " --seqlen 4096"), "seqlen");
+  expect_clean_error(run_lowbit("eval ppl --model " + m + " --data " + ts + " --data-begin 99999999"), "offset");
+
+  // unknown architecture
+  std::string d1 = model_copy(m, "arch");
+  fs::copy_file(m + "/model.safetensors", d1 + "/model.safetensors");
+  json cfg = json::parse(read_file(m + "/config.json"));
+  cfg["architectures"] = {"BertForMaskedLM"};
+  cfg["model_type"] = "bert";
+  write_file(d1 + "/config.json", cfg.dump());
+  expect_clean_error(run_lowbit("inspect " + d1), "BertForMaskedLM");
+
+  // config/weight shape mismatch
+  cfg = json::parse(read_file(m + "/config.json"));
+  cfg["intermediate_size"] = 256;
+  write_file(d1 + "/config.json", cfg.dump());
+  expect_clean_error(run_lowbit("inspect " + d1), "mlp.gate_proj.weight");
+
+  // truncated safetensors
+  std::string d2 = model_copy(m, "trunc");
+  std::string bytes = read_file(m + "/model.safetensors");
+  write_file(d2 + "/model.safetensors", bytes.substr(0, bytes.size() / 2));
+  expect_clean_error(run_lowbit("inspect " + d2), "model.safetensors");
+
+  // header offsets out of range: rewrite one data_offsets end past the file
+  std::string d3 = model_copy(m, "offs");
+  uint64_t n = 0;
+  std::memcpy(&n, bytes.data(), 8);
+  json h = json::parse(bytes.substr(8, n));
+  auto& t = h["model.norm.weight"];
+  t["data_offsets"][1] = t["data_offsets"][1].get<uint64_t>() + (1ull << 40);
+  std::string hs = h.dump();
+  hs.resize((hs.size() + 7) / 8 * 8, ' ');
+  uint64_t nn = hs.size();
+  std::string img(reinterpret_cast<const char*>(&nn), 8);
+  img += hs + bytes.substr(8 + n);
+  write_file(d3 + "/model.safetensors", img);
+  expect_clean_error(run_lowbit("inspect " + d3), "model.norm.weight");
+
+  // garbage header
+  std::string d4 = model_copy(m, "garb");
+  write_file(d4 + "/model.safetensors", std::string("\x10\x00\x00\x00\x00\x00\x00\x00{not json!!!!!!}", 24));
+  expect_clean_error(run_lowbit("inspect " + d4), "model.safetensors");
+
+  // unsupported weight dtype (i32 embedding)
+  std::string d5 = model_copy(m, "dtype");
+  {
+    WeightStore st = WeightStore::open_dir(m);
+    std::vector<std::pair<std::string, Tensor>> ts2;
+    for (auto& name : st.names()) {
+      Tensor x = st.get(name);
+      ts2.push_back({name, name == "model.embed_tokens.weight" ? x.to(DType::I32) : x});
+    }
+    save_safetensors(d5 + "/model.safetensors", ts2);
+  }
+  expect_clean_error(run_lowbit("inspect " + d5), "model.embed_tokens.weight");
+
+  // missing weights file
+  std::string d6 = model_copy(m, "nows");
+  expect_clean_error(run_lowbit("inspect " + d6), d6);
+
+  // bad flag values are rejected by the parser with a non-zero exit
+  auto r = run_lowbit("eval ppl --model " + m + " --data " + ts + " --seqlen abc");
+  EXPECT_NE(r.exit_code, 0);
+  r = run_lowbit("generate --model " + m + " --top-p 0");
+  expect_clean_error(r, "top-p");
+}
