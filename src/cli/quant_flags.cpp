@@ -1,0 +1,72 @@
+#include "cli/quant_flags.h"
+
+namespace lowbit::cli {
+
+void QuantFlags::add(CLI::App* app) {
+  auto& g = given_;
+#define LB_OPT(field, names, help)                                                               \
+  opts_.push_back({app->add_option(names, g.field, help)->group("Quantization"),                 \
+                   [](QuantConfig& d, const QuantConfig& s) { d.field = s.field; }})
+#define LB_FLAG(field, names, help)                                                              \
+  opts_.push_back({app->add_flag(names, g.field, help)->group("Quantization"),                   \
+                   [](QuantConfig& d, const QuantConfig& s) { d.field = s.field; }})
+  app->add_option("--recipe", recipe_, "named recipe: " + recipe_list())->group("Quantization");
+  LB_OPT(w_bits, "--w_bits,--w-bits,--wbits", "weight bits (2..8; 16 = keep)");
+  LB_OPT(w_groupsize, "--w_groupsize,--w-groupsize,--groupsize", "weight group size (-1: per channel)");
+  LB_FLAG(w_asym, "--w_asym,--w-asym", "asymmetric weight grid");
+  LB_FLAG(w_rtn, "--w_rtn,--w-rtn", "round-to-nearest weights instead of GPTQ");
+  LB_FLAG(w_clip, "--w_clip,--w-clip", "MSE search for the weight clipping ratio");
+  LB_OPT(percdamp, "--percdamp", "GPTQ damping, fraction of mean(diag H)");
+  LB_FLAG(act_order, "--act_order,--act-order", "GPTQ: columns in descending diag(H) order");
+  LB_FLAG(static_groups, "--static_groups,--static-groups", "GPTQ: fit group grids up front");
+  LB_FLAG(use_v2, "--use_v2,--use-v2,--gptaq", "GPTAQ asymmetric calibration");
+  LB_OPT(v2_alpha, "--v2_alpha,--alpha", "GPTAQ alpha");
+  LB_OPT(blocksize, "--blocksize", "GPTQ lazy-batch block size");
+  LB_OPT(lm_head_w_bits, "--lm_head_w_bits", "lm_head weight bits (16 = keep)");
+  LB_OPT(a_bits, "--a_bits,--a-bits,--abits", "activation bits (16 = off)");
+  LB_OPT(a_groupsize, "--a_groupsize,--a-groupsize", "activation group size (-1: per token)");
+  LB_FLAG(a_asym, "--a_asym,--a-asym", "asymmetric activations");
+  LB_OPT(a_clip_ratio, "--a_clip_ratio,--a-clip-ratio", "activation clip ratio");
+  LB_FLAG(a_auto_asym, "--a_auto_asym,--a-auto-asym", "choose sym/asym per layer from calibration skew");
+  LB_OPT(auto_asym_t1, "--auto_asym_t1", "auto-asym: asym when |mean|/std exceeds this");
+  LB_OPT(auto_asym_t2, "--auto_asym_t2", "auto-asym: asym when |skewness| exceeds this");
+  LB_OPT(lm_head_a_bits, "--lm_head_a_bits", "lm_head input bits (16 = keep)");
+  LB_OPT(k_bits, "--k_bits,--k-bits", "K-cache bits");
+  LB_OPT(v_bits, "--v_bits,--v-bits", "V-cache bits");
+  LB_OPT(k_groupsize, "--k_groupsize,--k-groupsize", "K-cache group size (-1: head_dim)");
+  LB_OPT(v_groupsize, "--v_groupsize,--v-groupsize", "V-cache group size (-1: head_dim)");
+  LB_FLAG(k_asym, "--k_asym,--k-asym", "asymmetric K cache");
+  LB_FLAG(v_asym, "--v_asym,--v-asym", "asymmetric V cache");
+  LB_OPT(k_clip_ratio, "--k_clip_ratio,--k-clip-ratio", "K-cache clip ratio");
+  LB_OPT(v_clip_ratio, "--v_clip_ratio,--v-clip-ratio", "V-cache clip ratio");
+  LB_FLAG(rotate, "--rotate", "QuaRot Hadamard rotations");
+  LB_OPT(rotate_seed, "--rotate_seed", "seed of R1's random signs (default: --seed)");
+  LB_FLAG(fp32_had, "--fp32_had", "online Hadamards in f32 (always the case in lowbit)");
+  LB_OPT(cal_dataset, "--cal_dataset,--cal-dataset", "calibration text file");
+  LB_OPT(cal_begin, "--cal_begin,--cal-begin", "first character of the calibration text");
+  LB_OPT(cal_end, "--cal_end,--cal-end", "end character of the calibration text (-1: end)");
+  LB_OPT(nsamples, "--nsamples", "calibration windows");
+  LB_OPT(cal_seqlen, "--cal_seqlen,--cal-seqlen", "calibration window length");
+  LB_OPT(seed, "--seed", "calibration sampling seed");
+  LB_FLAG(enable_aq_calibration, "--enable_aq_calibration", "activation quantizers on while calibrating");
+#undef LB_OPT
+#undef LB_FLAG
+  app->add_option("--rotate_mode", "QuaRot rotation kind (only 'hadamard')")
+      ->check(CLI::IsMember({"hadamard"}))
+      ->group("Quantization");
+}
+
+QuantConfig QuantFlags::resolve() const {
+  QuantConfig c;
+  if (!recipe_.empty()) apply_recipe(recipe_, c);
+  for (auto& [opt, copy] : opts_)
+    if (opt->count() > 0) copy(c, given_);
+  bool seed_given = false;
+  for (auto& [opt, copy] : opts_)
+    if (opt->get_name() == "--rotate_seed" && opt->count() > 0) seed_given = true;
+  if (!seed_given) c.rotate_seed = c.seed;
+  c.validate();
+  return c;
+}
+
+}  // namespace lowbit::cli

@@ -1,0 +1,26 @@
+// Quantization flags shared by `lowbit quantize` and `lowbit eval ppl`: the seed
+// codebases' spellings (--w_bits, --a_clip_ratio, --rotate, --use_v2, ...) with
+// dash aliases, plus named recipes. A recipe sets defaults; explicit flags win.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "quant/config.h"
+
+namespace lowbit::cli {
+
+class QuantFlags {
+ public:
+  void add(CLI::App* app);
+  // The final config (recipe, then every flag given on the command line). Validated.
+  QuantConfig resolve() const;
+
+ private:
+  QuantConfig given_;  // values as parsed
+  std::string recipe_;
+  std::vector<std::pair<CLI::Option*, std::function<void(QuantConfig&, const QuantConfig&)>>> opts_;
+};
+
+}  // namespace lowbit::cli

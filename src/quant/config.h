@@ -1,0 +1,80 @@
+// The quantization config: every knob of a run, versioned, saved with every
+// output and printed in every report. Field names follow the seed codebases'
+// flags (w_bits, a_clip_ratio, rotate, use_v2, ...).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace lowbit {
+
+struct QuantConfig {
+  static constexpr int kVersion = 1;
+
+  // ---- weights
+  int w_bits = 16;              // 16: keep
+  int64_t w_groupsize = -1;     // -1: per output channel
+  bool w_asym = false;
+  bool w_rtn = false;           // round-to-nearest instead of GPTQ
+  bool w_clip = false;          // MSE clipping search (p = 1 - i/100, i < 80, |err|^2.4)
+  double percdamp = 0.01;
+  bool act_order = false;
+  bool static_groups = false;
+  bool use_v2 = false;          // GPTAQ asymmetric calibration
+  double v2_alpha = 0.25;
+  int64_t blocksize = 128;
+  int lm_head_w_bits = 16;      // lm_head weights stay 16-bit unless asked
+
+  // ---- activations (inputs of every linear, dynamic per token)
+  int a_bits = 16;
+  int64_t a_groupsize = -1;
+  bool a_asym = false;
+  double a_clip_ratio = 1.0;
+  bool a_auto_asym = false;     // skew-based per-layer sym/asym choice
+  double auto_asym_t1 = 0.1;    // |mean|/std threshold
+  double auto_asym_t2 = 0.5;    // |skewness| threshold
+  int lm_head_a_bits = 16;
+
+  // ---- KV cache (per head; groupsize -1 = head_dim)
+  int k_bits = 16, v_bits = 16;
+  int64_t k_groupsize = -1, v_groupsize = -1;
+  bool k_asym = false, v_asym = false;
+  double k_clip_ratio = 1.0, v_clip_ratio = 1.0;
+
+  // ---- rotation
+  bool rotate = false;
+  uint64_t rotate_seed = 0;     // defaults to `seed`
+  bool fp32_had = false;        // accepted; lowbit's online transforms always run in f32
+
+  // ---- calibration
+  std::string cal_dataset;
+  int64_t cal_begin = 0, cal_end = -1;  // character range of cal_dataset
+  int64_t nsamples = 128;
+  int64_t cal_seqlen = 2048;
+  uint64_t seed = 0;
+  bool enable_aq_calibration = false;
+
+  std::string recipe;           // name of the recipe it started from, if any
+
+  bool quantizes_weights() const { return w_bits < 16; }
+  bool quantizes_acts() const { return a_bits < 16; }
+  bool quantizes_kv() const { return k_bits < 16 || v_bits < 16; }
+  bool any() const { return quantizes_weights() || quantizes_acts() || quantizes_kv() || rotate; }
+  bool needs_calibration() const { return (quantizes_weights() && !w_rtn) || (a_auto_asym && (quantizes_acts() || k_bits < 16)); }
+
+  // Throws ArgError naming the flag for impossible settings.
+  void validate() const;
+  nlohmann::json to_json() const;
+  static QuantConfig from_json(const nlohmann::json& j);  // ArgError/FormatError on bad input
+  std::string summary() const;  // one line, e.g. "W4A4KV4 rotate gptq g-1 ..."
+};
+
+// Named recipes, applied before explicit flags (flags override).
+// quarot-w4a4kv4, quarot-gptq-w4a4kv4, gptq-w4a16-g128, gptq-w4a16, rtn-w4a16,
+// gptaq-w4a4, quarot-gptaq-w4a4kv4, w8a8, rtn-w4a4kv4.
+void apply_recipe(const std::string& name, QuantConfig& c);
+std::string recipe_list();
+
+}  // namespace lowbit

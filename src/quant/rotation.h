@@ -1,0 +1,45 @@
+// QuaRot rotations (Ashkboos et al. 2024), fused into a LlamaModel's weights
+// plus the online transforms that must run at inference.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "models/llama.h"
+#include "quant/hadamard.h"
+
+namespace lowbit {
+
+struct RotationConfig {
+  bool rotate = false;     // R1 (+ R2, R4 and, when K is quantized, R3)
+  uint64_t seed = 0;       // random signs of R1
+  bool online_qk = false;  // R3: online Hadamard on Q and K after RoPE (set when k_bits < 16)
+};
+
+// The online half of the rotation, kept with the model (sizes fixed by the config).
+struct OnlineRotations {
+  std::shared_ptr<Hadamard> head;   // H_D     (R2 offline part, R3 online)
+  std::shared_ptr<Hadamard> heads;  // H_Hq    (cross-head part applied before o_proj)
+  std::shared_ptr<Hadamard> ffn;    // H_f     (R4, before down_proj)
+  std::shared_ptr<Hadamard> hidden; // H_d     (R1 base; R1 = diag(s)·H_d)
+};
+
+// Folds every RMSNorm weight into the linears that read its output, leaving the
+// norms scale-free (undefined weight tensors). Unties a tied lm_head first.
+void fuse_norms(LlamaModel& m);
+
+// Fuses R1 (residual stream), R2 (per-head on v_proj/o_proj) and R4 (down_proj
+// input) into the weights, after fuse_norms. Weights become f32.
+// Returns the transforms the forward must apply online (see install_online_rotations).
+OnlineRotations rotate_model(LlamaModel& m, const RotationConfig& cfg);
+
+// Rebuilds the online transforms for a model whose weights were rotated already
+// (a saved checkpoint); same sizes and seed give the same matrices.
+OnlineRotations make_online_rotations(const LlamaConfig& cfg, uint64_t seed);
+
+// x[rows, Hq*D] <- x · (H_Hq ⊗ I_D): the cross-head part of o_proj's input rotation.
+void apply_cross_head(const Hadamard& H_heads, float* x, int64_t rows, int64_t heads, int64_t head_dim);
+// x[rows, n_blocks*D] <- each D-block · H_D.
+void apply_per_block(const Hadamard& H, float* x, int64_t rows, int64_t cols);
+
+}  // namespace lowbit
