@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(build-essential cmake pkg-config libopenblas-dev liblapacke-dev nlohmann-json3-dev libcli11-dev
+pkgs=(build-essential cmake pkg-config libopenblas-openmp-dev liblapacke-dev nlohmann-json3-dev libcli11-dev
       libgtest-dev libgmock-dev libbenchmark-dev libsentencepiece-dev libfmt-dev)
 if [[ "${1:-}" == "--tests" ]]; then pkgs+=(clang libclang-rt-14-dev); fi
 

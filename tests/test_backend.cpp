@@ -24,11 +24,11 @@ std::vector<float> randv(size_t n, uint32_t seed, float scale = 1.0f) {
 // Reference causal GQA attention in double.
 std::vector<float> attention_ref(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
                                  int64_t T, int64_t S, int64_t Hq, int64_t Hkv, int64_t D, int64_t off) {
-  std::vector<float> out(size_t(T * Hq * D));
+  std::vector<float> out(static_cast<size_t>(T * Hq * D));
   for (int64_t t = 0; t < T; ++t)
     for (int64_t h = 0; h < Hq; ++h) {
       int64_t kh = h / (Hq / Hkv), n = off + t + 1;
-      std::vector<double> p(size_t(n));
+      std::vector<double> p(static_cast<size_t>(n));
       double mx = -1e300, sum = 0;
       for (int64_t s = 0; s < n; ++s) {
         double a = 0;
@@ -72,12 +72,12 @@ TEST(DType, Bf16RoundsToNearestEven) {
 TEST(Backend, LinearAllWeightDtypesMatchDoubleReference) {
   Backend& be = cpu_backend();
   const int64_t M = 7, N = 33, K = 70;
-  auto x = randv(size_t(M * K), 1), w = randv(size_t(N * K), 2);
+  auto x = randv(static_cast<size_t>(M * K), 1), w = randv(static_cast<size_t>(N * K), 2);
   for (DType dt : {DType::F32, DType::BF16, DType::F16}) {
     Tensor W = Tensor::from_vector(w, {N, K}).to(dt);
     std::vector<float> wr = W.to_vector();  // the weight as stored
     for (int64_t rows : {int64_t(1), M}) {
-      std::vector<float> y(size_t(rows * N)), ref(size_t(rows * N));
+      std::vector<float> y(static_cast<size_t>(rows * N)), ref(static_cast<size_t>(rows * N));
       be.linear(x.data(), rows, W, y.data());
       for (int64_t m = 0; m < rows; ++m)
         for (int64_t n = 0; n < N; ++n) {
@@ -95,8 +95,8 @@ TEST(Backend, AttentionBothPathsMatchReference) {
   // (T, S, Hq, Hkv, D, offset): small direct path, decode path, large GEMM path with offset.
   struct C { int64_t T, S, Hq, Hkv, D, off; };
   for (C c : {C{5, 5, 4, 2, 8, 0}, C{1, 9, 4, 1, 8, 8}, C{96, 160, 8, 2, 16, 64}, C{300, 300, 4, 4, 8, 0}}) {
-    auto q = randv(size_t(c.T * c.Hq * c.D), 3), k = randv(size_t(c.S * c.Hkv * c.D), 4),
-         v = randv(size_t(c.S * c.Hkv * c.D), 5);
+    auto q = randv(static_cast<size_t>(c.T * c.Hq * c.D), 3), k = randv(static_cast<size_t>(c.S * c.Hkv * c.D), 4),
+         v = randv(static_cast<size_t>(c.S * c.Hkv * c.D), 5);
     std::vector<float> out(q.size());
     be.attention(q.data(), k.data(), v.data(), out.data(), c.T, c.S, c.Hq, c.Hkv, c.D, c.off,
                  float(1.0 / std::sqrt(double(c.D))));
@@ -110,7 +110,7 @@ TEST(Backend, AttentionBothPathsMatchReference) {
 TEST(Backend, RmsNormAndRopeAndSilu) {
   Backend& be = cpu_backend();
   const int64_t R = 3, Dm = 16;
-  auto x = randv(size_t(R * Dm), 6, 3.0f), w = randv(size_t(Dm), 7);
+  auto x = randv(static_cast<size_t>(R * Dm), 6, 3.0f), w = randv(static_cast<size_t>(Dm), 7);
   std::vector<float> y(x.size());
   be.rmsnorm(x.data(), w.data(), y.data(), R, Dm, 1e-5f);
   for (int64_t r = 0; r < R; ++r) {
@@ -121,7 +121,7 @@ TEST(Backend, RmsNormAndRopeAndSilu) {
   }
   // RoPE: rotate-half pairs (j, j + D/2) by pos * f_j, norms preserved.
   const int64_t T = 4, H = 2, D = 8;
-  auto q = randv(size_t(T * H * D), 8), q0 = q;
+  auto q = randv(static_cast<size_t>(T * H * D), 8), q0 = q;
   std::vector<float> f = {1.0f, 0.1f, 0.01f, 0.001f};
   std::vector<int32_t> pos = {0, 3, 17, 100};
   be.rope(q.data(), T, H, D, pos.data(), f.data());
@@ -141,8 +141,8 @@ TEST(Backend, RmsNormAndRopeAndSilu) {
 TEST(Backend, LinearAlgebra) {
   Backend& be = cpu_backend();
   const int64_t n = 6;
-  auto r = randv(size_t(n * n), 9);
-  std::vector<double> A(size_t(n * n), 0.0);  // A = R Rᵀ + I  (SPD)
+  auto r = randv(static_cast<size_t>(n * n), 9);
+  std::vector<double> A(static_cast<size_t>(n * n), 0.0);  // A = R Rᵀ + I  (SPD)
   for (int64_t i = 0; i < n; ++i)
     for (int64_t j = 0; j < n; ++j) {
       double s = i == j ? 1.0 : 0.0;
@@ -165,11 +165,11 @@ TEST(Backend, LinearAlgebra) {
       for (int64_t k = 0; k < n; ++k) s += A[size_t(i * n + k)] * Ai[size_t(k * n + j)];
       EXPECT_NEAR(s, i == j ? 1.0 : 0.0, 1e-10);
     }
-  std::vector<double> neg(size_t(n * n), 0.0);
+  std::vector<double> neg(static_cast<size_t>(n * n), 0.0);
   for (int64_t i = 0; i < n; ++i) neg[size_t(i * n + i)] = -1.0;
   EXPECT_FALSE(be.cholesky(neg.data(), n));
   auto E = A;
-  std::vector<double> w(size_t(n));
+  std::vector<double> w(static_cast<size_t>(n));
   be.eigh(E.data(), n, w.data());
   for (int64_t c = 0; c < n; ++c)  // A v = λ v
     for (int64_t i = 0; i < n; ++i) {
@@ -178,7 +178,7 @@ TEST(Backend, LinearAlgebra) {
       EXPECT_NEAR(s, w[size_t(c)] * E[size_t(i * n + c)], 1e-9);
     }
   const int64_t m = 4;  // SVD of a 4x6
-  std::vector<double> B(A.begin(), A.begin() + m * n), U(size_t(m * m)), S(size_t(m)), Vt(size_t(m * n));
+  std::vector<double> B(A.begin(), A.begin() + m * n), U(static_cast<size_t>(m * m)), S(static_cast<size_t>(m)), Vt(static_cast<size_t>(m * n));
   be.svd(B.data(), m, n, U.data(), S.data(), Vt.data());
   for (int64_t i = 0; i < m; ++i)
     for (int64_t j = 0; j < n; ++j) {

@@ -24,7 +24,7 @@ void check_against_golden(const std::string& model_dir, const std::string& golde
   const int64_t T = ids_t.size(1);
   std::vector<int32_t> ids(ids_t.data<int32_t>(), ids_t.data<int32_t>() + T);
 
-  std::vector<std::vector<float>> hidden(size_t(m.cfg.num_layers + 1));
+  std::vector<std::vector<float>> hidden(static_cast<size_t>(m.cfg.num_layers + 1));
   ForwardOptions fo;
   fo.hidden_hook = [&](int64_t l, const float* h, int64_t rows, int64_t d) {
     hidden[size_t(l)].assign(h, h + rows * d);
@@ -79,7 +79,7 @@ TEST(LlamaForward, KvCacheMatchesPrefill) {
 TEST(LlamaForward, RejectsTooLongSequenceAndBadIds) {
   LOWBIT_REQUIRE_SHARED(model_dir, "models/stories260K");
   LlamaModel m = LlamaModel::load(model_dir);
-  std::vector<int32_t> ids(size_t(m.cfg.max_position + 1), 5);
+  std::vector<int32_t> ids(static_cast<size_t>(m.cfg.max_position + 1), 5);
   EXPECT_THROW(m.forward(ids.data(), int64_t(ids.size())), ArgError);
   int32_t bad = int32_t(m.cfg.vocab_size);
   EXPECT_THROW(m.forward(&bad, 1), ArgError);

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "core/dtype.h"
 #include "core/error.h"
 
 namespace lowbit {
@@ -182,6 +183,10 @@ std::vector<float> LlamaConfig::inv_freq() const {
         v = (1.0f - smooth) * v / float(rope.factor) + smooth * v;
       }
     }
+    // HF keeps inv_freq as a floating buffer, so a checkpoint loaded in its own
+    // 16-bit dtype carries 16-bit frequencies (the goldens show it); do the same.
+    if (torch_dtype == "bfloat16") v = bf16_to_f32(f32_to_bf16(v));
+    else if (torch_dtype == "float16") v = f16_to_f32(f32_to_f16(v));
     f[size_t(j)] = v;
   }
   return f;

@@ -17,18 +17,23 @@ std::vector<Linear*> LlamaLayer::linears() {
 
 namespace {
 
-Tensor load_checked(const WeightStore& st, const std::string& name, const Shape& want) {
-  LOWBIT_CHECK(st.has(name), ShapeError, "{}: missing tensor '{}'", st.source(), name);
+struct Src {
+  const LlamaModel::TensorSource& get;
+  const std::string& source;
+};
+
+Tensor load_checked(const Src& st, const std::string& name, const Shape& want) {
   Tensor t = st.get(name);
+  LOWBIT_CHECK(t.defined(), ShapeError, "{}: missing tensor '{}'", st.source, name);
   LOWBIT_CHECK(t.shape() == want, ShapeError, "{}: tensor '{}' has shape {} but config.json implies {}",
-               st.source(), name, shape_str(t.shape()), shape_str(want));
+               st.source, name, shape_str(t.shape()), shape_str(want));
   LOWBIT_CHECK(dtype_is_float(t.dtype()) && t.dtype() != DType::F64, DTypeError,
-               "{}: tensor '{}' has unsupported dtype {} (expected f32, f16 or bf16)", st.source(), name,
+               "{}: tensor '{}' has unsupported dtype {} (expected f32, f16 or bf16)", st.source, name,
                dtype_name(t.dtype()));
   return t;
 }
 
-Linear load_linear(const WeightStore& st, const std::string& name, int64_t out, int64_t in, bool bias) {
+Linear load_linear(const Src& st, const std::string& name, int64_t out, int64_t in, bool bias) {
   Linear l;
   l.name = name;
   l.W = load_checked(st, name + ".weight", {out, in});
@@ -44,7 +49,14 @@ LlamaModel LlamaModel::load(const std::string& dir) {
   return from_store(cfg, st, dir);
 }
 
-LlamaModel LlamaModel::from_store(const LlamaConfig& cfg, const WeightStore& st, const std::string& dir) {
+LlamaModel LlamaModel::from_store(const LlamaConfig& cfg, const WeightStore& store, const std::string& dir) {
+  TensorSource get = [&store](const std::string& name) { return store.has(name) ? store.get(name) : Tensor(); };
+  return from_source(cfg, get, store.source(), dir);
+}
+
+LlamaModel LlamaModel::from_source(const LlamaConfig& cfg, const TensorSource& get, const std::string& source,
+                                   const std::string& dir) {
+  Src st{get, source};
   LlamaModel m;
   m.cfg = cfg;
   m.dir = dir;
@@ -67,7 +79,7 @@ LlamaModel LlamaModel::from_store(const LlamaConfig& cfg, const WeightStore& st,
   }
   m.final_norm = load_checked(st, "model.norm.weight", {d}).to(DType::F32);
   m.lm_head.name = "lm_head";
-  if (cfg.tie_word_embeddings && !st.has("lm_head.weight")) {
+  if (cfg.tie_word_embeddings && !get("lm_head.weight").defined()) {
     m.lm_head.W = m.embed;
   } else {
     m.lm_head.W = load_checked(st, "lm_head.weight", {cfg.vocab_size, d});
@@ -80,8 +92,8 @@ KVCache LlamaModel::make_cache(int64_t max_seq) const {
   KVCache c;
   c.max_seq = max_seq;
   const size_t n = size_t(max_seq * cfg.num_kv_heads * cfg.head_dim);
-  c.k.assign(size_t(cfg.num_layers), std::vector<float>(n));
-  c.v.assign(size_t(cfg.num_layers), std::vector<float>(n));
+  c.k.assign(static_cast<size_t>(cfg.num_layers), std::vector<float>(n));
+  c.v.assign(static_cast<size_t>(cfg.num_layers), std::vector<float>(n));
   return c;
 }
 
@@ -110,13 +122,13 @@ void LlamaModel::run_linear(const Linear& lin, const float* x, int64_t rows, flo
 
 void LlamaModel::layer_forward(int64_t l, float* x, int64_t T, int64_t start, KVCache* cache,
                                const Observer& obs) const {
-  const LlamaLayer& L = layers.at(size_t(l));
+  const LlamaLayer& L = layers.at(static_cast<size_t>(l));
   const int64_t d = cfg.hidden_size, D = cfg.head_dim, Hq = cfg.num_heads, Hkv = cfg.num_kv_heads;
   const int64_t f = cfg.intermediate_size;
   Backend& be = *backend;
 
-  std::vector<float> h(size_t(T * d));                                       // [T, d]
-  std::vector<float> q(size_t(T * Hq * D)), k(size_t(T * Hkv * D)), v(size_t(T * Hkv * D));
+  std::vector<float> h(static_cast<size_t>(T * d));                                       // [T, d]
+  std::vector<float> q(static_cast<size_t>(T * Hq * D)), k(static_cast<size_t>(T * Hkv * D)), v(static_cast<size_t>(T * Hkv * D));
   be.rmsnorm(x, L.attn_norm.defined() ? L.attn_norm.data<float>() : nullptr, h.data(), T, d, float(cfg.rms_eps));
   run_linear(L.q_proj, h.data(), T, q.data(), obs);                        // [T, Hq*D]
   run_linear(L.k_proj, h.data(), T, k.data(), obs);                        // [T, Hkv*D]
@@ -143,14 +155,14 @@ void LlamaModel::layer_forward(int64_t l, float* x, int64_t T, int64_t start, KV
   } else {
     LOWBIT_CHECK(start == 0, ArgError, "layer_forward without a cache must start at position 0");
   }
-  std::vector<float> att(size_t(T * Hq * D));                               // [T, Hq*D]
+  std::vector<float> att(static_cast<size_t>(T * Hq * D));                               // [T, Hq*D]
   be.attention(q.data(), K, V, att.data(), T, S, Hq, Hkv, D, start, float(1.0 / std::sqrt(double(D))));
-  std::vector<float> o(size_t(T * d));                                       // [T, d]
+  std::vector<float> o(static_cast<size_t>(T * d));                                       // [T, d]
   run_linear(L.o_proj, att.data(), T, o.data(), obs);
   for (int64_t i = 0; i < T * d; ++i) x[i] += o[size_t(i)];
 
   be.rmsnorm(x, L.mlp_norm.defined() ? L.mlp_norm.data<float>() : nullptr, h.data(), T, d, float(cfg.rms_eps));
-  std::vector<float> g(size_t(T * f)), u(size_t(T * f));                     // [T, f]
+  std::vector<float> g(static_cast<size_t>(T * f)), u(static_cast<size_t>(T * f));                     // [T, f]
   run_linear(L.gate_proj, h.data(), T, g.data(), obs);
   run_linear(L.up_proj, h.data(), T, u.data(), obs);
   be.silu_mul(g.data(), u.data(), g.data(), T * f);
@@ -160,7 +172,7 @@ void LlamaModel::layer_forward(int64_t l, float* x, int64_t T, int64_t start, KV
 
 void LlamaModel::head(const float* x, int64_t T, float* logits, const ForwardOptions& opt) const {
   const int64_t d = cfg.hidden_size;
-  std::vector<float> h(size_t(T * d));
+  std::vector<float> h(static_cast<size_t>(T * d));
   backend->rmsnorm(x, final_norm.defined() ? final_norm.data<float>() : nullptr, h.data(), T, d,
                    float(cfg.rms_eps));
   if (opt.hidden_hook) opt.hidden_hook(cfg.num_layers, h.data(), T, d);
@@ -174,7 +186,7 @@ Tensor LlamaModel::forward(const int32_t* ids, int64_t T, KVCache* cache, const 
                "sequence of {} tokens exceeds the model's context of {} (max_position_embeddings)", start + T,
                cfg.max_position);
   const int64_t d = cfg.hidden_size;
-  std::vector<float> x(size_t(T * d));  // [T, d] residual stream
+  std::vector<float> x(static_cast<size_t>(T * d));  // [T, d] residual stream
   embed_tokens(ids, T, x.data());
   for (int64_t l = 0; l < cfg.num_layers; ++l) {
     if (opt.hidden_hook) opt.hidden_hook(l, x.data(), T, d);

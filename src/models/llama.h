@@ -71,8 +71,13 @@ class LlamaModel {
   // Loads config.json + safetensors from an HF model directory. Checks every
   // shape against the config (ShapeError naming the tensor).
   static LlamaModel load(const std::string& dir);
-  // Builds a model from an already-opened store (used for quantized checkpoints too).
+  // Builds a model from an already-opened store.
   static LlamaModel from_store(const LlamaConfig& cfg, const WeightStore& store, const std::string& dir);
+  // Builds a model from any tensor source (quantized checkpoints dequantize on the fly):
+  // `get(name)` returns an undefined Tensor when the tensor is absent.
+  using TensorSource = std::function<Tensor(const std::string& name)>;
+  static LlamaModel from_source(const LlamaConfig& cfg, const TensorSource& get, const std::string& source,
+                                const std::string& dir);
 
   KVCache make_cache(int64_t max_seq) const;
 

@@ -15,7 +15,7 @@ std::vector<std::vector<int32_t>> sample_calibration(const std::vector<int32_t>&
                seqlen, nsamples * seqlen);
   NormalRng rng(seed);
   std::vector<std::vector<int32_t>> out;
-  out.reserve(size_t(nsamples));
+  out.reserve(static_cast<size_t>(nsamples));
   const uint64_t starts = uint64_t(n - seqlen + 1);
   for (int64_t s = 0; s < nsamples; ++s) {
     int64_t i = int64_t(rng.next_u64() % starts);

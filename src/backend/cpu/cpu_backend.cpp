@@ -75,7 +75,7 @@ class CpuBackend final : public Backend {
       Wf = W.data<float>();
     } else {
       // Half-precision weights stay half in memory; widen per call (compute is f32).
-      scratch.resize(size_t(N * K));
+      scratch.resize(static_cast<size_t>(N * K));
       const size_t n = size_t(N * K);
       const int64_t chunks = 64;
 #pragma omp parallel for schedule(static)
