@@ -24,8 +24,8 @@ double sum_nll(const float* logits, int64_t T, int64_t V, const int32_t* targets
     const float* row = logits + t * V;
     float mx = row[0];
     for (int64_t i = 1; i < V; ++i) mx = std::max(mx, row[i]);
-    double s = 0;
-    for (int64_t i = 0; i < V; ++i) s += std::exp(double(row[i]) - mx);
+    double s = 0;  // f32 exponentials (each exact to an ulp), summed in double
+    for (int64_t i = 0; i < V; ++i) s += std::exp(row[i] - mx);
     total += std::log(s) + mx - double(row[targets[t]]);
   }
   return total;

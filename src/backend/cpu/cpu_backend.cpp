@@ -168,24 +168,35 @@ class CpuBackend final : public Backend {
         }
       return;
     }
-    // Large prefill: per head, P = softmax(mask(Q Kᵀ)) as a GEMM, then O = P V.
-    std::vector<float> P(static_cast<size_t>(T * S));
-    for (int64_t h = 0; h < Hq; ++h) {
-      const int64_t kvh = h / group;
-      gemm(false, true, T, S, D, scale, q + h * D, Hq * D, k + kvh * D, Hkv * D, 0.0f, P.data(), S);
-#pragma omp parallel for schedule(static)
-      for (int64_t t = 0; t < T; ++t) {
-        float* row = P.data() + t * S;
-        const int64_t n = q_offset + t + 1;
-        float mx = -INFINITY;
-        for (int64_t s = 0; s < n; ++s) mx = std::max(mx, row[s]);
-        double sum = 0;
-        for (int64_t s = 0; s < n; ++s) sum += (row[s] = std::exp(row[s] - mx));
-        const float inv = float(1.0 / sum);
-        for (int64_t s = 0; s < n; ++s) row[s] *= inv;
-        for (int64_t s = n; s < S; ++s) row[s] = 0.0f;
-      }
-      gemm(false, false, T, D, S, 1.0f, P.data(), S, v + kvh * D, Hkv * D, 0.0f, out + h * D, Hq * D);
+    // Large prefill: blocks of query rows per head, in parallel. Each block only
+    // touches the keys it can see (causal), as two small GEMMs around a softmax:
+    // P = softmax(mask(Q_blk K[0:n]ᵀ)), O_blk = P V[0:n]. Inside the parallel
+    // region OpenBLAS (OpenMP build) runs each GEMM on the calling thread.
+    const int64_t BQ = 64, nblk = (T + BQ - 1) / BQ;
+#pragma omp parallel
+    {
+      std::vector<float> P(static_cast<size_t>(BQ * S));
+#pragma omp for collapse(2) schedule(dynamic)
+      for (int64_t h = 0; h < Hq; ++h)
+        for (int64_t b = 0; b < nblk; ++b) {
+          const int64_t kvh = h / group, t0 = b * BQ, t1 = std::min(T, t0 + BQ), rows = t1 - t0;
+          const int64_t n = q_offset + t1;  // keys visible to the last row of the block
+          gemm(false, true, rows, n, D, scale, q + (t0 * Hq + h) * D, Hq * D, k + kvh * D, Hkv * D, 0.0f,
+               P.data(), n);
+          for (int64_t r = 0; r < rows; ++r) {
+            float* row = P.data() + r * n;
+            const int64_t valid = q_offset + t0 + r + 1;
+            float mx = -INFINITY;
+            for (int64_t s = 0; s < valid; ++s) mx = std::max(mx, row[s]);
+            float sum = 0.0f;
+            for (int64_t s = 0; s < valid; ++s) sum += (row[s] = std::exp(row[s] - mx));
+            const float inv = 1.0f / sum;
+            for (int64_t s = 0; s < valid; ++s) row[s] *= inv;
+            for (int64_t s = valid; s < n; ++s) row[s] = 0.0f;
+          }
+          gemm(false, false, rows, D, n, 1.0f, P.data(), n, v + kvh * D, Hkv * D, 0.0f, out + (t0 * Hq + h) * D,
+               Hq * D);
+        }
     }
   }
 
