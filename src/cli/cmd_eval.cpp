@@ -16,7 +16,7 @@ void add_eval(CLI::App& app, Common& common, Runner* run) {
   auto* ppl = eval->add_subcommand("ppl", "perplexity over non-overlapping windows (GPTQ/QuaRot protocol)");
   struct Opts {
     std::string model, data, output_json, tokenizer = "auto";
-    int64_t seqlen = 2048, max_windows = -1, data_begin = 0, data_end = -1;
+    int64_t seqlen = -1, max_windows = -1, data_begin = 0, data_end = -1;
   };
   auto o = std::make_shared<Opts>();
   ppl->add_option("--model", o->model, "Hugging Face model directory")->required();
@@ -24,7 +24,7 @@ void add_eval(CLI::App& app, Common& common, Runner* run) {
   ppl->add_option("--data-begin,--data_begin", o->data_begin,
                   "evaluate from this character (Unicode code point) of the file on");
   ppl->add_option("--data-end,--data_end", o->data_end, "stop before this character (-1: end of file)");
-  ppl->add_option("--seqlen", o->seqlen, "window length in tokens")->capture_default_str();
+  ppl->add_option("--seqlen", o->seqlen, "window length in tokens (default: 2048, or the model's context if shorter)");
   ppl->add_option("--max-windows,--max_windows", o->max_windows, "evaluate at most this many windows (-1: all)");
   ppl->add_option("--output-json,--output_json", o->output_json, "write the result as JSON");
   ppl->add_option("--tokenizer", o->tokenizer, "auto | json | spm")->capture_default_str();
@@ -33,6 +33,7 @@ void add_eval(CLI::App& app, Common& common, Runner* run) {
   *run = [o, &common]() {
     apply_common(common);
     LlamaModel model = LlamaModel::load(o->model);
+    if (o->seqlen < 0) o->seqlen = std::min<int64_t>(2048, model.cfg.max_position);
     LOWBIT_CHECK(o->seqlen <= model.cfg.max_position, ArgError,
                  "--seqlen {} is larger than the model's context ({} max_position_embeddings)", o->seqlen,
                  model.cfg.max_position);
