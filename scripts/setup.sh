@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 pkgs=(build-essential cmake pkg-config libopenblas-openmp-dev liblapacke-dev nlohmann-json3-dev libcli11-dev
       libgtest-dev libgmock-dev libbenchmark-dev libsentencepiece-dev libfmt-dev)
-if [[ "${1:-}" == "--tests" ]]; then pkgs+=(clang libclang-rt-14-dev); fi
+if [[ "${1:-}" == "--tests" ]]; then pkgs+=(clang libclang-rt-14-dev libomp-dev); fi
 
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
