@@ -1,0 +1,36 @@
+// Quantized checkpoints: a self-contained model directory that `lowbit eval ppl`
+// and `lowbit generate` load and run with the same fake-quantized numerics.
+//
+//   config.json            the LLaMA config (tie_word_embeddings false after rotation)
+//   tokenizer files        copied from the source model
+//   model.safetensors      unquantized tensors as usual; every quantized linear X as
+//                            X.qweight  U8  [out, ceil(in·bits/8)]  codes, bit-packed LSB-first
+//                                       (unsigned: symmetric codes are stored as q + 2^(bits-1))
+//                            X.scales   F32 [out, groups]
+//                            X.qzeros   I32 [out, groups]   (stored like the codes)
+//                            X.g_idx    I32 [in]            group of each input column
+//   lowbit_quant.json      {"format": "lowbit-fakequant", "format_version": 1, the full
+//                           versioned quantization config, rotation seed and Hadamard
+//                           constructions, per-site auto-asym decisions}
+// The directory is written under a temporary name and renamed at the end, so a
+// failed run leaves nothing half-written.
+#pragma once
+#include <string>
+
+#include "models/llama.h"
+#include "quant/pipeline.h"
+
+namespace lowbit {
+
+void save_quantized(const LlamaModel& m, const QuantizedModel& q, const std::string& src_dir,
+                    const std::string& out_dir);
+
+// Loads a plain HF model directory or a lowbit quantized checkpoint (runtime hooks installed).
+LlamaModel load_model(const std::string& dir);
+bool is_quantized_checkpoint(const std::string& dir);
+
+// Bit-packing of unsigned codes (exposed for tests).
+std::vector<uint8_t> pack_codes(const std::vector<int32_t>& codes, int bits);
+std::vector<int32_t> unpack_codes(const uint8_t* packed, size_t n, int bits);
+
+}  // namespace lowbit

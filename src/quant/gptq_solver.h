@@ -1,0 +1,44 @@
+// GPTQ (Frantar et al., 2023) and GPTAQ / "GPTQv2" (Li et al., 2025) as
+// functions of (W, calibration statistics, config). See gptq_solver.cpp.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "quant/qgrid.h"
+
+namespace lowbit {
+
+// Running calibration statistics of one linear's input (x: columns of X, dim n):
+//   H     = 2/N Σ x xᵀ            [n, n]
+//   dXXᵀ  = 2/N Σ (x̃ - x) xᵀ      [n, n]  (GPTAQ; x̃ = the full-precision model's input)
+// kept as running means like the reference (rescaled as tokens arrive), in f64.
+struct HessianAccumulator {
+  explicit HessianAccumulator(int64_t n_in = 0) : n(n_in), H(static_cast<size_t>(n_in * n_in), 0.0) {}
+  int64_t n;
+  std::vector<double> H, dXXT;
+  int64_t tokens = 0;
+  void add(const float* X, int64_t rows);                     // X: [rows, n]
+  void add_v2(const float* X, const float* Xfp, int64_t rows);  // both [rows, n]
+};
+
+struct GptqConfig {
+  QuantSpec spec;
+  double percdamp = 0.01;
+  int64_t blocksize = 128;
+  bool act_order = false;
+  bool static_groups = false;
+  bool use_v2 = false;
+  double alpha = 0.25;
+};
+
+struct GptqResult {
+  QuantizedWeight weight;
+  double loss = 0;          // Σ (w - q)² / [U]_jj²  (GPTQ's reported error)
+  double percdamp_used = 0; // after automatic increases
+};
+
+// W: [out, in] f32. `name` appears in warnings and errors.
+GptqResult gptq_quantize(const float* W, int64_t out, int64_t in, const HessianAccumulator& stats,
+                         const GptqConfig& cfg, const std::string& name = "linear");
+
+}  // namespace lowbit

@@ -1,0 +1,186 @@
+// The quantization driver end to end on real models: rotation invariance,
+// GPTQ vs RTN quality, auto-asym, checkpoint round trip and bad inputs.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "core/error.h"
+#include "eval/perplexity.h"
+#include "io/files.h"
+#include "io/tokenizer.h"
+#include "quant/calibration.h"
+#include "quant/checkpoint.h"
+#include "quant/pipeline.h"
+#include "testing.h"
+
+using namespace lowbit;
+using lowbit::test::normalized_error;
+
+namespace {
+
+std::vector<int32_t> test_ids(const LlamaModel& m, int64_t T) {
+  std::vector<int32_t> ids = {int32_t(std::max(0, m.cfg.bos_token_id))};
+  for (int64_t i = 1; i < T; ++i) ids.push_back(int32_t((i * 131 + 7) % m.cfg.vocab_size));
+  return ids;
+}
+
+// Calibration windows and eval tokens from the TinyStories file (cal half / eval half).
+struct Data {
+  std::vector<std::vector<int32_t>> calib;
+  std::vector<int32_t> eval;
+};
+Data stories_data(const std::string& model_dir, const std::string& text_path, int64_t nsamples, int64_t seqlen) {
+  auto tok = load_tokenizer(model_dir);
+  std::string text = read_text_file(text_path);
+  Data d;
+  d.calib = sample_calibration(tokenize_stream(*tok, utf8_slice(text, 0, 396694), 1), nsamples, seqlen, 0);
+  d.eval = tokenize_stream(*tok, utf8_slice(text, 396696), 1);
+  return d;
+}
+
+double ppl(LlamaModel& m, const std::vector<int32_t>& ev, int64_t windows) {
+  PplOptions o;
+  o.seqlen = 256;
+  o.max_windows = windows;
+  o.progress = false;
+  return perplexity(m, ev, o).ppl;
+}
+
+}  // namespace
+
+// With every bit width at 16, --rotate must leave the logits unchanged up to f32
+// rounding. Bound: normalized error < 2e-5 — fusing rotations rounds each weight
+// once more (≈ 2^-24 · log2(n) relative) and the online transforms add the same
+// per activation; a wrong sign or Kronecker order shows up as O(1) error.
+TEST(Rotation, InvariantAt16Bits) {
+  for (const char* name : {"models/stories260K", "models/tiny-llama3"}) {
+    std::string dir = lowbit::test::shared_path(name);
+    if (dir.empty()) GTEST_SKIP() << "../shared/" << name << " missing";
+    LlamaModel ref = LlamaModel::load(dir);
+    auto ids = test_ids(ref, 96);
+    auto want = ref.forward(ids.data(), int64_t(ids.size())).to_vector();
+    for (bool r3 : {false, true}) {
+      LlamaModel m = LlamaModel::load(dir);
+      QuantConfig c;
+      c.rotate = true;
+      c.rotate_seed = 3;
+      QuantizedModel q = quantize_model(m, c, {});
+      if (r3) {  // also run the online Q/K Hadamard (R3), normally only on with K quantization
+        q.runtime->force_qk_rotation = true;
+        install_runtime(m, q.runtime);
+      }
+      auto got = m.forward(ids.data(), int64_t(ids.size())).to_vector();
+      double err = normalized_error(got, want);
+      std::printf("  %s rotate%s: normalized logits error %.3g (R1 %s, R4 %s)\n", name, r3 ? "+R3" : "", err,
+                  q.runtime->rot.hidden->construction.c_str(), q.runtime->rot.ffn->construction.c_str());
+      EXPECT_LT(err, 2e-5) << name << (r3 ? " with R3" : "");
+    }
+  }
+}
+
+TEST(Pipeline, GptqBeatsRtnAndRotationHelpsW4A4) {
+  LOWBIT_REQUIRE_SHARED(dir, "models/stories260K");
+  LOWBIT_REQUIRE_SHARED(ts, "data/text/tinystories_val.txt");
+  Data d = stories_data(dir, ts, 16, 256);
+  auto run = [&](QuantConfig c) {
+    LlamaModel m = LlamaModel::load(dir);
+    quantize_model(m, c, d.calib);
+    return ppl(m, d.eval, 24);
+  };
+  LlamaModel fp = LlamaModel::load(dir);
+  double p_fp = ppl(fp, d.eval, 24);
+  QuantConfig rtn;
+  rtn.w_bits = 3;
+  rtn.w_rtn = true;
+  QuantConfig gptq;
+  gptq.w_bits = 3;
+  double p_rtn = run(rtn), p_gptq = run(gptq);
+  std::printf("  fp %.3f  W3 RTN %.3f  W3 GPTQ %.3f\n", p_fp, p_rtn, p_gptq);
+  EXPECT_LT(p_gptq, p_rtn);
+  EXPECT_GT(p_rtn, p_fp);
+  QuantConfig a4;
+  a4.a_bits = 4;
+  QuantConfig a4r = a4;
+  a4r.rotate = true;
+  double p_a4 = run(a4), p_a4r = run(a4r);
+  std::printf("  A4 %.3f  A4+rotate %.3f\n", p_a4, p_a4r);
+  EXPECT_LT(p_a4r, p_a4);
+}
+
+TEST(Pipeline, GptaqAndAutoAsymRun) {
+  LOWBIT_REQUIRE_SHARED(dir, "models/stories260K");
+  LOWBIT_REQUIRE_SHARED(ts, "data/text/tinystories_val.txt");
+  Data d = stories_data(dir, ts, 8, 256);
+  LlamaModel m = LlamaModel::load(dir);
+  QuantConfig c;
+  c.w_bits = 4;
+  c.a_bits = 4;
+  c.k_bits = 4;
+  c.rotate = true;
+  c.use_v2 = true;
+  c.a_auto_asym = true;
+  QuantizedModel q = quantize_model(m, c, d.calib);
+  EXPECT_FALSE(q.runtime->asym.empty());
+  EXPECT_TRUE(q.runtime->asym.count(k_cache_site(0)));  // the K cache gets its own decision
+  double p = ppl(m, d.eval, 8);
+  EXPECT_TRUE(std::isfinite(p));
+  EXPECT_LT(p, 100.0);
+  ASSERT_EQ(q.report["layers"].size(), 5u);
+}
+
+TEST(Checkpoint, RoundTripGivesIdenticalLogits) {
+  LOWBIT_REQUIRE_SHARED(dir, "models/tiny-llama3");
+  LlamaModel m = LlamaModel::load(dir);
+  QuantConfig c;
+  c.w_bits = 4;
+  c.w_rtn = true;
+  c.w_groupsize = 32;
+  c.w_asym = true;
+  c.a_bits = 8;
+  c.k_bits = 4;
+  c.v_bits = 4;
+  c.rotate = true;
+  QuantizedModel q = quantize_model(m, c, {});
+  auto ids = test_ids(m, 64);
+  auto want = m.forward(ids.data(), int64_t(ids.size())).to_vector();
+  std::string out = lowbit::test::temp_dir("ckpt") + "/q";
+  save_quantized(m, q, dir, out);
+  ASSERT_TRUE(is_quantized_checkpoint(out));
+  LlamaModel back = load_model(out);
+  auto got = back.forward(ids.data(), int64_t(ids.size())).to_vector();
+  EXPECT_LT(normalized_error(got, want), 1e-6);
+  EXPECT_TRUE(std::filesystem::exists(out + "/tokenizer.json"));
+}
+
+TEST(Checkpoint, PackingRoundTrip) {
+  for (int bits = 2; bits <= 8; ++bits) {
+    std::vector<int32_t> codes;
+    for (int i = 0; i < 1001; ++i) codes.push_back((i * 7919) % (1 << bits));
+    auto packed = pack_codes(codes, bits);
+    EXPECT_EQ(packed.size(), (codes.size() * size_t(bits) + 7) / 8);
+    EXPECT_EQ(unpack_codes(packed.data(), codes.size(), bits), codes);
+  }
+}
+
+TEST(Pipeline, BadInputs) {
+  LOWBIT_REQUIRE_SHARED(dir, "models/stories260K");
+  LlamaModel m = LlamaModel::load(dir);
+  QuantConfig c;
+  c.w_bits = 4;
+  c.w_rtn = true;
+  c.w_groupsize = 128;  // does not divide 64
+  EXPECT_THROW(quantize_model(m, c, {}), ShapeError);
+  c = QuantConfig();
+  c.w_bits = 1;
+  EXPECT_THROW(quantize_model(m, c, {}), ArgError);
+  c = QuantConfig();
+  c.w_bits = 4;  // GPTQ without calibration data
+  EXPECT_THROW(quantize_model(m, c, {}), ArgError);
+  std::vector<int32_t> few(1000, 5);
+  EXPECT_THROW(sample_calibration(few, 128, 512, 0), ArgError);
+  c = QuantConfig();
+  c.k_bits = 4;
+  c.k_groupsize = 3;  // does not divide head_dim 8
+  EXPECT_THROW(quantize_model(m, c, {}), ShapeError);
+}
