@@ -18,6 +18,7 @@ void add_eval(CLI::App& app, Common& common, Runner* run);
 void add_generate(CLI::App& app, Common& common, Runner* run);
 void add_inspect(CLI::App& app, Common& common, Runner* run);
 void add_synth(CLI::App& app, Common& common, Runner* run);
+void add_quantize(CLI::App& app, Common& common, Runner* run);
 
 void apply_common(const Common& c);  // threads, quiet
 

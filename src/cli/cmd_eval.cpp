@@ -2,6 +2,9 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/cli.h"
+#include "cli/quant_common.h"
+#include "cli/quant_flags.h"
+#include "quant/checkpoint.h"
 #include "core/error.h"
 #include "core/progress.h"
 #include "eval/perplexity.h"
@@ -17,6 +20,7 @@ void add_eval(CLI::App& app, Common& common, Runner* run) {
   struct Opts {
     std::string model, data, output_json, tokenizer = "auto";
     int64_t seqlen = -1, max_windows = -1, data_begin = 0, data_end = -1;
+    QuantFlags flags;
   };
   auto o = std::make_shared<Opts>();
   ppl->add_option("--model", o->model, "Hugging Face model directory")->required();
@@ -30,14 +34,23 @@ void add_eval(CLI::App& app, Common& common, Runner* run) {
   ppl->add_option("--tokenizer", o->tokenizer, "auto | json | spm")->capture_default_str();
   ppl->add_option("--threads", common.threads, "CPU threads (0: all cores)");
   ppl->add_flag("--quiet", common.quiet, "no progress output");
+  o->flags.add(ppl);
   *run = [o, &common]() {
     apply_common(common);
-    LlamaModel model = LlamaModel::load(o->model);
+    QuantConfig qc = o->flags.resolve();
+    LlamaModel model = load_model(o->model);
+    auto tok = load_tokenizer(o->model, o->tokenizer);
+    nlohmann::json qreport;
+    if (qc.any()) {
+      LOWBIT_CHECK(!is_quantized_checkpoint(o->model), ArgError,
+                   "{} is already quantized; quantization flags apply to full-precision models", o->model);
+      QuantizedModel q = quantize_in_memory(model, qc, *tok);
+      qreport = q.report;
+    }
     if (o->seqlen < 0) o->seqlen = std::min<int64_t>(2048, model.cfg.max_position);
     LOWBIT_CHECK(o->seqlen <= model.cfg.max_position, ArgError,
                  "--seqlen {} is larger than the model's context ({} max_position_embeddings)", o->seqlen,
                  model.cfg.max_position);
-    auto tok = load_tokenizer(o->model, o->tokenizer);
     std::string text = read_text_file(o->data);
     LOWBIT_CHECK(!text.empty(), ArgError, "--data {} is empty", o->data);
     if (o->data_begin != 0 || o->data_end >= 0) text = utf8_slice(text, o->data_begin, o->data_end);
@@ -57,6 +70,7 @@ void add_eval(CLI::App& app, Common& common, Runner* run) {
                           {"data", o->data},        {"data_begin", o->data_begin}, {"data_end", o->data_end}, {"seconds", r.seconds},
                           {"tokens_per_second", double(r.windows * r.seqlen) / r.seconds},
                           {"threads", cpu_backend().threads()}};
+      if (qc.any()) j["quantization"] = {{"config", qc.to_json()}, {"summary", qc.summary()}, {"report", qreport}};
       write_file_atomic(o->output_json, j.dump(2) + "\n");
     }
     return 0;

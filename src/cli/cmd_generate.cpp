@@ -7,6 +7,7 @@
 #include "eval/generate.h"
 #include "io/files.h"
 #include "io/tokenizer.h"
+#include "quant/checkpoint.h"
 
 namespace lowbit::cli {
 
@@ -31,7 +32,7 @@ void add_generate(CLI::App& app, Common& common, Runner* run) {
   g->add_flag("--quiet", common.quiet, "no progress output");
   *run = [o, &common]() {
     apply_common(common);
-    LlamaModel model = LlamaModel::load(o->model);
+    LlamaModel model = load_model(o->model);
     auto tok = load_tokenizer(o->model, o->tokenizer);
     std::vector<int32_t> prompt = tok->encode(o->prompt);
     int32_t bos = tok->bos_id() >= 0 ? tok->bos_id() : model.cfg.bos_token_id;

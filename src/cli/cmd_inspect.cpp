@@ -4,6 +4,7 @@
 #include "cli/cli.h"
 #include "eval/inspect.h"
 #include "io/files.h"
+#include "quant/checkpoint.h"
 
 namespace lowbit::cli {
 
@@ -16,7 +17,7 @@ void add_inspect(CLI::App& app, Common& common, Runner* run) {
   c->add_option("--threads", common.threads, "CPU threads (0: all cores)");
   *run = [model, out, &common]() {
     apply_common(common);
-    LlamaModel m = LlamaModel::load(*model);
+    LlamaModel m = load_model(*model);
     nlohmann::json r = inspect_model(m);
     std::fputs(format_inspect(r).c_str(), stdout);
     if (!out->empty()) write_file_atomic(*out, r.dump(2) + "\n");

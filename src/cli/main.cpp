@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   reg(add_eval);
   reg(add_generate);
   reg(add_inspect);
+  reg(add_quantize);
   reg(add_synth);
   try {
     app.parse(argc, argv);

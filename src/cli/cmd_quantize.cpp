@@ -1,0 +1,42 @@
+// lowbit quantize — writes a self-contained quantized checkpoint.
+#include <chrono>
+
+#include "cli/cli.h"
+#include "cli/quant_common.h"
+#include "cli/quant_flags.h"
+#include "core/error.h"
+#include "core/progress.h"
+#include "io/files.h"
+#include "quant/checkpoint.h"
+
+namespace lowbit::cli {
+
+void add_quantize(CLI::App& app, Common& common, Runner* run) {
+  auto* c = app.add_subcommand("quantize", "quantize a model (RTN / GPTQ / GPTAQ, QuaRot, activations, KV cache)");
+  struct Opts {
+    std::string model, out, report_json, tokenizer = "auto";
+    QuantFlags flags;
+  };
+  auto o = std::make_shared<Opts>();
+  c->add_option("--model", o->model, "Hugging Face model directory")->required();
+  c->add_option("--out,--save_qmodel_path", o->out, "output directory for the quantized checkpoint")->required();
+  c->add_option("--report-json", o->report_json, "also write the quantization report (per-layer errors, timings)");
+  c->add_option("--tokenizer", o->tokenizer, "auto | json | spm")->capture_default_str();
+  c->add_option("--threads", common.threads, "CPU threads (0: all cores)");
+  c->add_flag("--quiet", common.quiet, "no progress output");
+  o->flags.add(c);
+  *run = [o, &common]() {
+    apply_common(common);
+    QuantConfig cfg = o->flags.resolve();
+    LOWBIT_CHECK(cfg.any(), ArgError, "nothing to do: give --recipe or some of --w_bits/--a_bits/--k_bits/--v_bits/--rotate");
+    LlamaModel m = LlamaModel::load(o->model);
+    auto tok = load_tokenizer(o->model, o->tokenizer);
+    QuantizedModel q = quantize_in_memory(m, cfg, *tok);
+    save_quantized(m, q, o->model, o->out);
+    if (!o->report_json.empty()) write_file_atomic(o->report_json, q.report.dump(2) + "\n");
+    std::printf("wrote %s (%s) in %.1fs\n", o->out.c_str(), cfg.summary().c_str(), q.report["seconds"].get<double>());
+    return 0;
+  };
+}
+
+}  // namespace lowbit::cli

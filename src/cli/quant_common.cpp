@@ -1,0 +1,32 @@
+#include "cli/quant_common.h"
+
+#include "core/error.h"
+#include "core/progress.h"
+#include "eval/perplexity.h"
+#include "io/files.h"
+#include "quant/calibration.h"
+
+namespace lowbit::cli {
+
+std::vector<std::vector<int32_t>> load_calibration(const QuantConfig& c, const Tokenizer& tok, int32_t bos) {
+  LOWBIT_CHECK(!c.cal_dataset.empty(), ArgError, "this configuration needs calibration data: pass --cal_dataset FILE");
+  std::string text = read_text_file(c.cal_dataset);
+  if (c.cal_begin != 0 || c.cal_end >= 0) text = utf8_slice(text, c.cal_begin, c.cal_end);
+  LOWBIT_CHECK(!text.empty(), ArgError, "--cal_dataset {} (selected range) is empty", c.cal_dataset);
+  std::vector<int32_t> ids = tokenize_stream(tok, text, bos);
+  return sample_calibration(ids, c.nsamples, c.cal_seqlen, c.seed);
+}
+
+QuantizedModel quantize_in_memory(LlamaModel& m, const QuantConfig& c, const Tokenizer& tok) {
+  log_info("quantization config: " + c.summary());
+  LOWBIT_CHECK(c.cal_seqlen <= m.cfg.max_position, ArgError,
+               "--cal_seqlen {} is larger than the model's context ({})", c.cal_seqlen, m.cfg.max_position);
+  std::vector<std::vector<int32_t>> calib;
+  if (c.needs_calibration()) calib = load_calibration(c, tok, m.cfg.bos_token_id);
+  QuantizedModel q = quantize_model(m, c, calib);
+  log_info(fmt::format("quantized in {:.2f}s, peak RSS {:.0f} MB", q.report["seconds"].get<double>(),
+                       q.report["peak_rss_mb"].get<double>()));
+  return q;
+}
+
+}  // namespace lowbit::cli
