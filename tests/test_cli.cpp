@@ -158,3 +158,70 @@ TEST(Cli, BadInputsGiveOneLineErrors) {
   r = run_lowbit("generate --model " + m + " --top-p 0");
   expect_clean_error(r, "top-p");
 }
+
+// quantize → checkpoint → eval/generate: the checkpoint runs with the same
+// fake-quantized numerics as quantizing in memory, and costs perplexity.
+TEST(Cli, QuantizeCheckpointEvalGenerate) {
+  LOWBIT_REQUIRE_SHARED(m, "models/stories260K");
+  LOWBIT_REQUIRE_SHARED(ts, "data/text/tinystories_val.txt");
+  std::string tmp = temp_dir("cliq");
+  const std::string qflags = " --recipe quarot-gptq-w4a4kv4 --cal_dataset " + ts +
+                             " --cal_end 396694 --nsamples 8 --cal_seqlen 256 --seed 3";
+  const std::string eval = " --data " + ts + " --data-begin 396696 --seqlen 512 --max-windows 10";
+  auto r = run_lowbit("quantize --model " + m + " --out " + tmp + "/q --report-json " + tmp + "/rep.json" + qflags);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("layer 5/5"), std::string::npos) << "per-layer progress expected: " << r.out;
+  json rep = json::parse(read_file(tmp + "/rep.json"));
+  ASSERT_EQ(rep["layers"].size(), 5u);
+  json meta = json::parse(read_file(tmp + "/q/lowbit_quant.json"));
+  EXPECT_EQ(meta["quant_config"]["weights"]["w_bits"], 4);
+  EXPECT_TRUE(meta["quant_config"]["rotation"]["rotate"].get<bool>());
+
+  ASSERT_EQ(run_lowbit("eval ppl --model " + m + eval + " --output-json " + tmp + "/fp.json").exit_code, 0);
+  r = run_lowbit("eval ppl --model " + tmp + "/q" + eval + " --output-json " + tmp + "/ck.json");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  r = run_lowbit("eval ppl --model " + m + eval + qflags + " --output-json " + tmp + "/mem.json");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  double fp = json::parse(read_file(tmp + "/fp.json"))["ppl"], ck = json::parse(read_file(tmp + "/ck.json"))["ppl"];
+  json mem = json::parse(read_file(tmp + "/mem.json"));
+  // Same packed codes and runtime either way: equal to float rounding of the reload.
+  EXPECT_NEAR(ck, mem["ppl"].get<double>(), 1e-6 * ck);
+  EXPECT_TRUE(mem.contains("quantization"));
+  EXPECT_GT(ck, fp);        // 4-bit everything on a 260K-parameter model costs something
+  EXPECT_LT(ck, 4.0 * fp);  // ... but QuaRot+GPTQ keeps it usable (measured ~2.2x)
+
+  r = run_lowbit("generate --model " + tmp + "/q --prompt 'Once upon a time' --max-new-tokens 20 --temperature 0 "
+                 "--output-json " + tmp + "/gen.json");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(json::parse(read_file(tmp + "/gen.json"))["ids"].size(), 20u);
+  // a quantized checkpoint is not quantized twice
+  expect_clean_error(run_lowbit("eval ppl --model " + tmp + "/q" + eval + " --w_bits 4 --w_rtn"), "already quantized");
+  expect_clean_error(run_lowbit("quantize --model " + tmp + "/q --out " + tmp + "/q2 --w_bits 4 --w_rtn"),
+                     "already");
+}
+
+TEST(Cli, QuantizeBadFlags) {
+  LOWBIT_REQUIRE_SHARED(m, "models/stories260K");
+  LOWBIT_REQUIRE_SHARED(ts, "data/text/tinystories_val.txt");
+  std::string tmp = temp_dir("cliqbad"), out = " --out " + tmp + "/q";
+  expect_clean_error(run_lowbit("quantize --model " + m + out + " --w_bits 1 --w_rtn"), "--w_bits");
+  expect_clean_error(run_lowbit("quantize --model " + m + out + " --a_bits 9"), "--a_bits");
+  expect_clean_error(run_lowbit("quantize --model " + m + out + " --a_bits 4 --a_groupsize 48"), "a_groupsize");
+  expect_clean_error(run_lowbit("quantize --model " + m + out + " --k_bits 4 --k_groupsize 3"), "k_groupsize");
+  expect_clean_error(run_lowbit("quantize --model " + m + out + " --a_bits 4 --a_clip_ratio 1.5"), "a_clip_ratio");
+  expect_clean_error(run_lowbit("quantize --model " + m + out + " --recipe nope"), "nope");
+  expect_clean_error(run_lowbit("quantize --model " + m + out), "nothing to do");
+  // GPTQ without calibration data, and with too little of it
+  expect_clean_error(run_lowbit("quantize --model " + m + out + " --w_bits 4"), "--cal_dataset");
+  expect_clean_error(run_lowbit("quantize --model " + m + out + " --w_bits 4 --cal_dataset " + ts +
+                                " --cal_end 2000 --nsamples 32 --cal_seqlen 512"),
+                     "nsamples");
+  expect_clean_error(run_lowbit("quantize --model " + m + out + " --w_bits 4 --cal_dataset " + ts + " --cal_seqlen 4096"),
+                     "cal_seqlen");
+  expect_clean_error(run_lowbit("quantize --model " + m + " --out " + m + " --w_bits 4 --w_rtn"), "refusing");
+  EXPECT_FALSE(fs::exists(tmp + "/q")) << "nothing half-written on failure";
+  // K quantized without rotation works but says what it costs
+  auto r = run_lowbit("quantize --model " + m + out + " --k_bits 4");
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("R3"), std::string::npos) << r.out;
+}

@@ -2,6 +2,7 @@
 // GPTQ vs RTN quality, auto-asym, checkpoint round trip and bad inputs.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 
@@ -12,6 +13,7 @@
 #include "quant/calibration.h"
 #include "quant/checkpoint.h"
 #include "quant/pipeline.h"
+#include "quant/rtn_quant.h"
 #include "testing.h"
 
 using namespace lowbit;
@@ -163,13 +165,38 @@ TEST(Checkpoint, PackingRoundTrip) {
   }
 }
 
+// A weight groupsize that does not divide the row is the documented automatic fix
+// of GPTQ: groups [k·g, (k+1)·g) with a shorter last one (stories260K's down_proj has
+// 172 inputs: g128 gives groups of 128 and 44; its 64-wide linears get one group).
+TEST(Pipeline, WeightGroupsNeedNotDivide) {
+  const int64_t out = 3, in = 172;
+  std::vector<float> W(size_t(out * in));
+  for (int64_t i = 0; i < out * in; ++i) W[size_t(i)] = float((i * 37) % 101 - 50) / 25.0f;
+  W[size_t(1 * in + 150)] = 9.0f;  // an outlier in row 1's short last group only
+  QuantSpec s;
+  s.bits = 4;
+  s.groupsize = 128;
+  QuantizedWeight q = quantize_rtn(W.data(), out, in, s);
+  ASSERT_EQ(q.ngroups, 2);
+  for (int64_t c = 0; c < in; ++c) EXPECT_EQ(q.g_idx[size_t(c)], c < 128 ? 0 : 1);
+  // row 1: the last group's scale is set by the outlier (9/7), the first group's by
+  // the largest |w| among columns 0..127 (hand-computed, not from the code).
+  float amax0 = 0;
+  for (int64_t c = 0; c < 128; ++c) amax0 = std::max(amax0, std::fabs(W[size_t(in + c)]));
+  EXPECT_FLOAT_EQ(q.scales[2 + 1], 9.0f / 7.0f);
+  EXPECT_FLOAT_EQ(q.scales[2 + 0], amax0 / 7.0f);
+  auto D = q.dequant();
+  EXPECT_FLOAT_EQ(D[size_t(in + 150)], 9.0f);
+}
+
 TEST(Pipeline, BadInputs) {
   LOWBIT_REQUIRE_SHARED(dir, "models/stories260K");
   LlamaModel m = LlamaModel::load(dir);
   QuantConfig c;
   c.w_bits = 4;
   c.w_rtn = true;
-  c.w_groupsize = 128;  // does not divide 64
+  c.a_bits = 4;
+  c.a_groupsize = 48;  // activation groups must divide 64
   EXPECT_THROW(quantize_model(m, c, {}), ShapeError);
   c = QuantConfig();
   c.w_bits = 1;

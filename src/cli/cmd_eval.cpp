@@ -37,8 +37,8 @@ void add_eval(CLI::App& app, Common& common, Runner* run) {
   o->flags.add(ppl);
   *run = [o, &common]() {
     apply_common(common);
-    QuantConfig qc = o->flags.resolve();
     LlamaModel model = load_model(o->model);
+    QuantConfig qc = o->flags.resolve(model.cfg.max_position);
     auto tok = load_tokenizer(o->model, o->tokenizer);
     nlohmann::json qreport;
     if (qc.any()) {

@@ -27,9 +27,11 @@ void add_quantize(CLI::App& app, Common& common, Runner* run) {
   o->flags.add(c);
   *run = [o, &common]() {
     apply_common(common);
-    QuantConfig cfg = o->flags.resolve();
-    LOWBIT_CHECK(cfg.any(), ArgError, "nothing to do: give --recipe or some of --w_bits/--a_bits/--k_bits/--v_bits/--rotate");
+    LOWBIT_CHECK(!is_quantized_checkpoint(o->model), ArgError,
+                 "{} is already a lowbit quantized checkpoint; quantize the full-precision model", o->model);
     LlamaModel m = LlamaModel::load(o->model);
+    QuantConfig cfg = o->flags.resolve(m.cfg.max_position);
+    LOWBIT_CHECK(cfg.any(), ArgError, "nothing to do: give --recipe or some of --w_bits/--a_bits/--k_bits/--v_bits/--rotate");
     auto tok = load_tokenizer(o->model, o->tokenizer);
     QuantizedModel q = quantize_in_memory(m, cfg, *tok);
     save_quantized(m, q, o->model, o->out);

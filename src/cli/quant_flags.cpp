@@ -56,14 +56,17 @@ void QuantFlags::add(CLI::App* app) {
       ->group("Quantization");
 }
 
-QuantConfig QuantFlags::resolve() const {
+QuantConfig QuantFlags::resolve(int64_t max_context) const {
   QuantConfig c;
   if (!recipe_.empty()) apply_recipe(recipe_, c);
   for (auto& [opt, copy] : opts_)
     if (opt->count() > 0) copy(c, given_);
-  bool seed_given = false;
-  for (auto& [opt, copy] : opts_)
+  bool seed_given = false, cal_seqlen_given = false;
+  for (auto& [opt, copy] : opts_) {
     if (opt->get_name() == "--rotate_seed" && opt->count() > 0) seed_given = true;
+    if (opt->get_name() == "--cal_seqlen" && opt->count() > 0) cal_seqlen_given = true;
+  }
+  if (!cal_seqlen_given && max_context > 0 && c.cal_seqlen > max_context) c.cal_seqlen = max_context;
   if (!seed_given) c.rotate_seed = c.seed;
   c.validate();
   return c;

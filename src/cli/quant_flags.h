@@ -15,7 +15,9 @@ class QuantFlags {
  public:
   void add(CLI::App* app);
   // The final config (recipe, then every flag given on the command line). Validated.
-  QuantConfig resolve() const;
+  // max_context > 0: a --cal_seqlen left at its default (2048) shrinks to the model's
+  // context, as `eval ppl --seqlen` does; an explicit one is checked later instead.
+  QuantConfig resolve(int64_t max_context = -1) const;
 
  private:
   QuantConfig given_;  // values as parsed

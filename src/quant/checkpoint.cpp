@@ -143,7 +143,12 @@ void save_quantized(const LlamaModel& m, const QuantizedModel& q, const std::str
     write_file_atomic((tmp / "config.json").string(), cfg.to_json().dump(2) + "\n");
     for (const char* f : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
                           "generation_config.json"})
-      if (fs::exists(fs::path(src_dir) / f)) fs::copy_file(fs::path(src_dir) / f, tmp / f);
+      if (fs::exists(fs::path(src_dir) / f)) {
+        fs::copy_file(fs::path(src_dir) / f, tmp / f);
+        // the source may be read-only (a shared model store); the copy is ours to edit
+        fs::permissions(tmp / f, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
+                                     fs::perms::others_read);
+      }
     nlohmann::json j = {{"format", "lowbit-fakequant"},
                         {"format_version", 1},
                         {"source_model", src_dir},

@@ -104,7 +104,7 @@ GptqResult gptq_quantize(const float* Wf, int64_t out, int64_t in, const Hessian
   }
 
   const int64_t gs = s.groupsize > 0 ? s.groupsize : n;
-  const int64_t ngroups = n / gs;
+  const int64_t ngroups = (n + gs - 1) / gs;  // GPTQ convention: the last group may be shorter
   QuantizedWeight q;
   q.bits = s.bits;
   q.sym = s.sym;
@@ -116,17 +116,18 @@ GptqResult gptq_quantize(const float* Wf, int64_t out, int64_t in, const Hessian
   q.scales.assign(size_t(out * ngroups), 1.0f);
   q.zeros.assign(size_t(out * ngroups), 0.0f);
   q.g_idx.assign(size_t(n), 0);
-  auto fit = [&](int64_t group, auto&& column_of) {  // params of `group` for every row from columns column_of(i)
-    std::vector<float> v(static_cast<size_t>(gs));
+  // params of `group` for every row from columns column_of(i), i < len
+  auto fit = [&](int64_t group, int64_t len, auto&& column_of) {
+    std::vector<float> v(static_cast<size_t>(len));
     for (int64_t r = 0; r < out; ++r) {
-      for (int64_t i = 0; i < gs; ++i) v[size_t(i)] = float(W[size_t(r * n + column_of(i))]);
-      QParams p = weight_params(v.data(), gs, s);
+      for (int64_t i = 0; i < len; ++i) v[size_t(i)] = float(W[size_t(r * n + column_of(i))]);
+      QParams p = weight_params(v.data(), len, s);
       q.scales[size_t(r * ngroups + group)] = p.scale;
       q.zeros[size_t(r * ngroups + group)] = p.zero;
     }
   };
   if (s.groupsize <= 0 || cfg.static_groups)  // per channel, or static groups: fitted up front on (shifted) W
-    for (int64_t k = 0; k < ngroups; ++k) fit(k, [&](int64_t i) { return k * gs + i; });
+    for (int64_t k = 0; k < ngroups; ++k) fit(k, std::min(gs, n - k * gs), [&](int64_t i) { return k * gs + i; });
 
   // act_order: process columns by descending diag(H); the inverse of a permuted
   // matrix is the permuted inverse.
@@ -164,7 +165,7 @@ GptqResult gptq_quantize(const float* Wf, int64_t out, int64_t in, const Hessian
         group = c / gs;
       } else {
         group = j / gs;
-        if (j % gs == 0) fit(group, [&](int64_t i) { return j + i; });
+        if (j % gs == 0) fit(group, std::min(gs, n - j), [&](int64_t i) { return j + i; });
       }
       q.g_idx[size_t(c)] = int32_t(group);
       const double d = U[size_t(j * n + j)];

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <set>
 
 #include "core/error.h"
 #include "core/progress.h"
@@ -39,12 +40,14 @@ void set_quantized(Linear& lin, QuantizedWeight q, std::map<std::string, Quantiz
 }
 
 void check_groupsizes(const LlamaModel& m, const QuantConfig& c) {
+  std::set<int64_t> warned;
   for (const auto& L : m.layers)
     for (Linear* lin : const_cast<LlamaLayer&>(L).linears()) {
-      if (c.w_bits < 16 && c.w_groupsize > 0)
-        LOWBIT_CHECK(lin->in() % c.w_groupsize == 0, ShapeError,
-                     "--w_groupsize {} does not divide the input dimension {} of {}", c.w_groupsize, lin->in(),
-                     lin->name);
+      // Weight groups need not divide: the last one is shorter (GPTQ), said once per shape.
+      if (c.w_bits < 16 && c.w_groupsize > 0 && lin->in() % c.w_groupsize != 0 && warned.insert(lin->in()).second)
+        log_info(fmt::format("--w_groupsize {} does not divide input dimension {} ({} ...): last group has {} columns",
+                             c.w_groupsize, lin->in(), lin->name,
+                             lin->in() < c.w_groupsize ? lin->in() : lin->in() % c.w_groupsize));
       if (c.a_bits < 16 && c.a_groupsize > 0)
         LOWBIT_CHECK(lin->in() % c.a_groupsize == 0, ShapeError,
                      "--a_groupsize {} does not divide the input dimension {} of {}", c.a_groupsize, lin->in(),

@@ -11,8 +11,12 @@ void QuantSpec::validate(int64_t cols, const char* what) const {
                bits);
   LOWBIT_CHECK(clip_ratio > 0.0f && clip_ratio <= 1.0f, ArgError, "{}: clip ratio {} must be in (0, 1]", what,
                clip_ratio);
-  LOWBIT_CHECK(groupsize == -1 || (groupsize > 0 && cols % groupsize == 0), ShapeError,
-               "{}: groupsize {} does not divide the dimension {}", what, groupsize, cols);
+  // Weight groups follow GPTQ: group k holds columns [k·g, min((k+1)·g, cols)), so a
+  // groupsize that does not divide `cols` leaves a shorter last group, and one of at
+  // least `cols` is a single group (per channel).
+  LOWBIT_CHECK(groupsize == -1 || groupsize > 0, ArgError, "{}: groupsize {} must be positive or -1", what,
+               groupsize);
+  (void)cols;
 }
 
 QParams find_params(const float* x, int64_t n, const QuantSpec& s, float clip) {

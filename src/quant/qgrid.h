@@ -20,7 +20,8 @@ struct QuantSpec {
   int64_t groupsize = -1;  // -1: one group per row (per output channel / per token)
   float clip_ratio = 1.0f;
   bool mse_clip = false;   // weight clipping search (--w_clip)
-  // Throws ArgError for impossible bits/clip and ShapeError when groupsize does not divide `cols`.
+  // Throws ArgError for impossible bits/clip/groupsize. A groupsize that does not divide
+  // `cols` is allowed for weights: the last group is shorter (GPTQ's convention).
   void validate(int64_t cols, const char* what = "tensor") const;
   int qmin() const { return sym ? -(1 << (bits - 1)) : 0; }
   int qmax() const { return sym ? (1 << (bits - 1)) - 1 : (1 << bits) - 1; }
