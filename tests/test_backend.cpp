@@ -165,9 +165,24 @@ TEST(Backend, LinearAlgebra) {
       for (int64_t k = 0; k < n; ++k) s += A[size_t(i * n + k)] * Ai[size_t(k * n + j)];
       EXPECT_NEAR(s, i == j ? 1.0 : 0.0, 1e-10);
     }
+  // U upper triangular with positive diagonal and UᵀU = A⁻¹ (GPTQ's factor)
+  auto Uc = A;
+  ASSERT_TRUE(be.inverse_cholesky_upper(Uc.data(), n));
+  for (int64_t i = 0; i < n; ++i) {
+    EXPECT_GT(Uc[size_t(i * n + i)], 0.0);
+    for (int64_t j = 0; j < i; ++j) EXPECT_EQ(Uc[size_t(i * n + j)], 0.0);
+  }
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      double s = 0;
+      for (int64_t k = 0; k < n; ++k) s += Uc[size_t(k * n + i)] * Uc[size_t(k * n + j)];
+      EXPECT_NEAR(s, Ai[size_t(i * n + j)], 1e-10);
+    }
   std::vector<double> neg(static_cast<size_t>(n * n), 0.0);
   for (int64_t i = 0; i < n; ++i) neg[size_t(i * n + i)] = -1.0;
   EXPECT_FALSE(be.cholesky(neg.data(), n));
+  auto neg2 = neg;
+  EXPECT_FALSE(be.inverse_cholesky_upper(neg2.data(), n));
   auto E = A;
   std::vector<double> w(static_cast<size_t>(n));
   be.eigh(E.data(), n, w.data());

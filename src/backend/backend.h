@@ -53,6 +53,9 @@ class Backend {
   virtual bool cholesky(double* A, int64_t n) = 0;
   // A <- A⁻¹ for symmetric positive definite A (via Cholesky). false if not PD.
   virtual bool spd_inverse(double* A, int64_t n) = 0;
+  // A (SPD) <- U, the upper Cholesky factor of A⁻¹ (A⁻¹ = Uᵀ U, lower triangle
+  // zeroed) — what GPTQ needs, without forming A⁻¹. false if A is not PD.
+  virtual bool inverse_cholesky_upper(double* A, int64_t n) = 0;
   // Eigen-decomposition of symmetric A: w ascending, A <- eigenvectors in columns.
   virtual void eigh(double* A, int64_t n, double* w) = 0;
   // Thin SVD of A [m, n]: U [m, k], S [k], Vt [k, n], k = min(m, n). A is not modified.

@@ -12,15 +12,17 @@
 // records each column's group), groups fitted on the updated weights when a group
 // starts, or static_groups fitted up front on W.
 //
-// GPTAQ ("asymmetric calibration"): the quantized layer sees inputs X from the
-// already-quantized model but should reproduce W X̃ of the full-precision model:
-//   min_Q ||Q X - W X̃||²,  X̃ = X + ΔX.
-// Expanding with H = X Xᵀ, this is ||(Q - T) X||² + const with the target
-//   T = W + W·(ΔX Xᵀ)·H⁻¹ = W + W·dXXᵀ·H⁻¹,
-// so running GPTQ's sequential solver on T minimizes the asymmetric objective.
-// The paper folds the same correction into the column loop; we apply it once up
-// front, scaled by α (default 0.25, the paper's setting) to temper the
-// correction estimated from a finite calibration set.
+// GPTAQ ("asymmetric calibration", Li et al. 2025): the quantized layer sees inputs
+// X from the already-quantized model but should reproduce W X̃ of the full-precision
+// model, min_Q ||Q X - W X̃||² with dXXᵀ = 2/N Σ (x̃ - x) xᵀ. As in the paper's column
+// loop, with (processing order) P = α · triu(dXXᵀ · Uᵀ, 1) · U:
+//
+//   for each column j:   W[:, j+1:] -= Err_j · U[j, j+1:]  -  w_j · P[j, j+1:]
+//
+// where w_j is column j just before rounding; α = 0.25 by default (the paper's).
+// Blocks: when groups are fitted as they start (not static), a block ends where a
+// group would start inside it and run past its end, so every group is fitted on
+// fully updated weights and the result does not depend on the block size.
 #include "quant/gptq_solver.h"
 
 #include <algorithm>
@@ -80,28 +82,30 @@ GptqResult gptq_quantize(const float* Wf, int64_t out, int64_t in, const Hessian
   double mean_diag = 0;
   for (int64_t j = 0; j < n; ++j) mean_diag += H[size_t(j * n + j)];
   mean_diag /= double(n);
+  // act_order: process columns by descending diag(H) (damping does not change the order).
+  std::vector<int64_t> perm(static_cast<size_t>(n));
+  std::iota(perm.begin(), perm.end(), 0);
+  if (cfg.act_order)
+    std::stable_sort(perm.begin(), perm.end(),
+                     [&](int64_t a, int64_t b) { return H[size_t(a * n + a)] > H[size_t(b * n + b)]; });
+  std::vector<double> Hp(H.size());  // H in processing order: P H Pᵀ
+  for (int64_t a = 0; a < n; ++a)
+    for (int64_t b = 0; b < n; ++b) Hp[size_t(a * n + b)] = H[size_t(perm[size_t(a)] * n + perm[size_t(b)])];
+
+  // U: upper Cholesky factor of (Hp + λI)⁻¹, i.e. (Hp + λI)⁻¹ = Uᵀ U; λ raised while not PD.
   double pd = cfg.percdamp;
-  std::vector<double> Hinv;
+  std::vector<double> U;
   for (int attempt = 0;; ++attempt) {
-    Hinv = H;
-    for (int64_t j = 0; j < n; ++j) Hinv[size_t(j * n + j)] += pd * mean_diag;
-    if (be.spd_inverse(Hinv.data(), n)) break;
+    U = Hp;
+    for (int64_t j = 0; j < n; ++j) U[size_t(j * n + j)] += pd * mean_diag;
+    if (be.inverse_cholesky_upper(U.data(), n)) break;
     LOWBIT_CHECK(attempt < 6, NumericError,
                  "{}: Hessian is not positive definite even with percdamp {} (calibration data degenerate?)", name,
                  pd);
     log_warn(fmt::format("{}: Cholesky failed with percdamp {}, retrying with {}", name, pd, pd * 10));
     pd *= 10;
   }
-
-  // GPTAQ target shift: W ← W + α·W·dXXᵀ·H⁻¹
-  if (cfg.use_v2) {
-    std::vector<double> WD(size_t(out * n)), shift(size_t(out * n));
-    be.gemm(false, false, out, n, n, 1.0, W.data(), n, st.dXXT.data(), n, 0.0, WD.data(), n);
-    be.gemm(false, false, out, n, n, cfg.alpha, WD.data(), n, Hinv.data(), n, 0.0, shift.data(), n);
-    for (int64_t r = 0; r < out; ++r)
-      for (int64_t j = 0; j < n; ++j)
-        if (st.H[size_t(j * n + j)] > 0.0) W[size_t(r * n + j)] += shift[size_t(r * n + j)];
-  }
+  std::vector<double>().swap(Hp);
 
   const int64_t gs = s.groupsize > 0 ? s.groupsize : n;
   const int64_t ngroups = (n + gs - 1) / gs;  // GPTQ convention: the last group may be shorter
@@ -116,74 +120,92 @@ GptqResult gptq_quantize(const float* Wf, int64_t out, int64_t in, const Hessian
   q.scales.assign(size_t(out * ngroups), 1.0f);
   q.zeros.assign(size_t(out * ngroups), 0.0f);
   q.g_idx.assign(size_t(n), 0);
-  // params of `group` for every row from columns column_of(i), i < len
-  auto fit = [&](int64_t group, int64_t len, auto&& column_of) {
+  // grid of (row r, group) from that row's columns column_of(i), i < len
+  auto fit_row = [&](int64_t r, int64_t group, int64_t len, auto&& column_of) {
     std::vector<float> v(static_cast<size_t>(len));
-    for (int64_t r = 0; r < out; ++r) {
-      for (int64_t i = 0; i < len; ++i) v[size_t(i)] = float(W[size_t(r * n + column_of(i))]);
-      QParams p = weight_params(v.data(), len, s);
-      q.scales[size_t(r * ngroups + group)] = p.scale;
-      q.zeros[size_t(r * ngroups + group)] = p.zero;
-    }
+    for (int64_t i = 0; i < len; ++i) v[size_t(i)] = float(W[size_t(r * n + column_of(i))]);
+    QParams p = weight_params(v.data(), len, s);
+    q.scales[size_t(r * ngroups + group)] = p.scale;
+    q.zeros[size_t(r * ngroups + group)] = p.zero;
   };
-  if (s.groupsize <= 0 || cfg.static_groups)  // per channel, or static groups: fitted up front on (shifted) W
-    for (int64_t k = 0; k < ngroups; ++k) fit(k, std::min(gs, n - k * gs), [&](int64_t i) { return k * gs + i; });
-
-  // act_order: process columns by descending diag(H); the inverse of a permuted
-  // matrix is the permuted inverse.
-  std::vector<int64_t> perm(static_cast<size_t>(n));
-  std::iota(perm.begin(), perm.end(), 0);
-  if (cfg.act_order) {
-    std::stable_sort(perm.begin(), perm.end(),
-                     [&](int64_t a, int64_t b) { return H[size_t(a * n + a)] > H[size_t(b * n + b)]; });
-    std::vector<double> Wp(W.size()), Hp(Hinv.size());
+  const bool dynamic_groups = s.groupsize > 0 && !cfg.static_groups;
+  if (!dynamic_groups)  // per channel, or static groups: fitted up front on (shifted) W
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < out; ++r)
+      for (int64_t k = 0; k < ngroups; ++k) fit_row(r, k, std::min(gs, n - k * gs), [&](int64_t i) { return k * gs + i; });
+  for (int64_t j = 0; j < n; ++j) {  // each column's group (dynamic groups count in processing order)
+    const int64_t c = perm[size_t(j)];
+    q.g_idx[size_t(c)] = int32_t(s.groupsize <= 0 ? 0 : cfg.static_groups ? c / gs : j / gs);
+  }
+  if (cfg.act_order) {  // W in processing order
+    std::vector<double> Wp(W.size());
     for (int64_t r = 0; r < out; ++r)
       for (int64_t j = 0; j < n; ++j) Wp[size_t(r * n + j)] = W[size_t(r * n + perm[size_t(j)])];
-    for (int64_t a = 0; a < n; ++a)
-      for (int64_t b = 0; b < n; ++b) Hp[size_t(a * n + b)] = Hinv[size_t(perm[size_t(a)] * n + perm[size_t(b)])];
     W.swap(Wp);
-    Hinv.swap(Hp);
   }
-  // U: upper Cholesky factor of Hinv (Hinv = Uᵀ U) = transpose of the lower factor.
-  LOWBIT_CHECK(be.cholesky(Hinv.data(), n), NumericError, "{}: Cholesky of H⁻¹ failed", name);
-  std::vector<double> U(size_t(n * n), 0.0);
-  for (int64_t a = 0; a < n; ++a)
-    for (int64_t b = a; b < n; ++b) U[size_t(a * n + b)] = Hinv[size_t(b * n + a)];
+
+  // GPTAQ: P = α·triu(dXXᵀ·Uᵀ, 1)·U in processing order (columns of dead inputs zeroed).
+  std::vector<double> P;
+  if (cfg.use_v2) {
+    std::vector<double> D(size_t(n * n)), M(size_t(n * n));
+    for (int64_t a = 0; a < n; ++a)
+      for (int64_t b = 0; b < n; ++b) {
+        const int64_t pa = perm[size_t(a)], pb = perm[size_t(b)];
+        D[size_t(a * n + b)] = st.H[size_t(pb * n + pb)] > 0.0 ? st.dXXT[size_t(pa * n + pb)] : 0.0;
+      }
+    be.gemm(false, true, n, n, n, 1.0, D.data(), n, U.data(), n, 0.0, M.data(), n);  // dXXᵀ·Uᵀ
+    for (int64_t a = 0; a < n; ++a) std::fill(M.data() + a * n, M.data() + a * n + a + 1, 0.0);  // strict triu
+    P.assign(size_t(n * n), 0.0);
+    be.gemm(false, false, n, n, n, cfg.alpha, M.data(), n, U.data(), n, 0.0, P.data(), n);
+  }
 
   const int qmin = s.qmin(), qmax = s.qmax();
   const int64_t B = std::max<int64_t>(1, cfg.blocksize);
   double loss = 0;
   std::vector<double> Err(static_cast<size_t>(out * B));  // [out, B]
-  for (int64_t i1 = 0; i1 < n; i1 += B) {
-    const int64_t i2 = std::min(n, i1 + B), cnt = i2 - i1;
-    for (int64_t j = i1; j < i2; ++j) {
-      const int64_t c = perm[size_t(j)];  // original column
-      int64_t group;
-      if (s.groupsize <= 0) {
-        group = 0;
-      } else if (cfg.static_groups) {
-        group = c / gs;
-      } else {
-        group = j / gs;
-        if (j % gs == 0) fit(group, std::min(gs, n - j), [&](int64_t i) { return j + i; });
-      }
-      q.g_idx[size_t(c)] = int32_t(group);
-      const double d = U[size_t(j * n + j)];
-      for (int64_t r = 0; r < out; ++r) {
-        const double w = W[size_t(r * n + j)];
+  std::vector<double> Wj(cfg.use_v2 ? static_cast<size_t>(out * B) : 0);  // [out, B] w_j before rounding
+  for (int64_t i1 = 0, i2 = 0; i1 < n; i1 = i2) {
+    i2 = std::min(n, i1 + B);
+    // A group fitted inside the block must see the updated weights of all its
+    // columns: end the block where a group would start inside it and run past it.
+    if (dynamic_groups)
+      for (int64_t g0 = (i1 / gs + 1) * gs; g0 < i2; g0 += gs)
+        if (std::min(n, g0 + gs) > i2) {
+          i2 = g0;
+          break;
+        }
+    const int64_t cnt = i2 - i1;
+    // Within a block the rows are independent: each row runs the column loop on its own.
+#pragma omp parallel for schedule(static) reduction(+ : loss)
+    for (int64_t r = 0; r < out; ++r) {
+      double* w = W.data() + r * n;
+      for (int64_t j = i1; j < i2; ++j) {
+        const int64_t c = perm[size_t(j)];  // original column
+        const int64_t group = q.g_idx[size_t(c)];
+        if (dynamic_groups && j % gs == 0) fit_row(r, group, std::min(gs, n - j), [&](int64_t i) { return j + i; });
+        const double d = U[size_t(j * n + j)];
         QParams p{q.scales[size_t(r * ngroups + group)], q.zeros[size_t(r * ngroups + group)]};
-        const float code = quantize_code(float(w), p, qmin, qmax);
+        const float code = quantize_code(float(w[j]), p, qmin, qmax);
         q.codes[size_t(r * n + c)] = int32_t(code);
-        const double e = (w - double(dequantize_code(code, p))) / d;
+        const double e = (w[j] - double(dequantize_code(code, p))) / d;
         loss += e * e;
         Err[size_t(r * B + (j - i1))] = e;
-        // in-block update of the remaining columns of this block
-        for (int64_t k = j + 1; k < i2; ++k) W[size_t(r * n + k)] -= e * U[size_t(j * n + k)];
+        const double* u = U.data() + j * n;
+        if (cfg.use_v2) {  // GPTAQ: W[:, k] -= e·U[j, k] - w_j·P[j, k]
+          const double wj = w[j], *pj = P.data() + j * n;
+          Wj[size_t(r * B + (j - i1))] = wj;
+          for (int64_t k = j + 1; k < i2; ++k) w[k] -= e * u[k] - wj * pj[k];
+        } else {
+          for (int64_t k = j + 1; k < i2; ++k) w[k] -= e * u[k];  // in-block update
+        }
       }
     }
-    // lazy batch: W[:, i2:] -= Err · U[i1:i2, i2:]
-    if (i2 < n)
+    // lazy batch: W[:, i2:] -= Err · U[i1:i2, i2:]  (GPTAQ: += W_j · P[i1:i2, i2:])
+    if (i2 < n) {
       be.gemm(false, false, out, n - i2, cnt, -1.0, Err.data(), B, U.data() + i1 * n + i2, n, 1.0, W.data() + i2, n);
+      if (cfg.use_v2)
+        be.gemm(false, false, out, n - i2, cnt, 1.0, Wj.data(), B, P.data() + i1 * n + i2, n, 1.0, W.data() + i2, n);
+    }
   }
   GptqResult res;
   res.weight = std::move(q);

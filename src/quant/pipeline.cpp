@@ -39,6 +39,12 @@ void set_quantized(Linear& lin, QuantizedWeight q, std::map<std::string, Quantiz
   store[lin.name] = std::move(q);
 }
 
+// Thrown by a calibration observer once the last input it needs is seen: the rest
+// of the layer's forward is not computed (the buffer it ran on is a scratch copy).
+struct StopForward {};
+// The per-layer error report runs the FP layer on this many windows only.
+constexpr int64_t kErrWindows = 16;
+
 void check_groupsizes(const LlamaModel& m, const QuantConfig& c) {
   std::set<int64_t> warned;
   for (const auto& L : m.layers)
@@ -186,46 +192,63 @@ QuantizedModel quantize_model(LlamaModel& m, const QuantConfig& cfg, const std::
       const std::vector<std::vector<Linear*>> groups = {
           {&L.q_proj, &L.k_proj, &L.v_proj}, {&L.o_proj}, {&L.gate_proj, &L.up_proj}, {&L.down_proj}};
       nlohmann::json lrep = {{"layer", l}, {"linears", nlohmann::json::object()}};
+      double solve_total = 0;  // seconds in the GPTQ solves; the rest is forwards and statistics
       for (const auto& group : groups) {
         std::map<std::string, HessianAccumulator> acc;
         for (Linear* lin : group) acc.emplace(lin->name, HessianAccumulator(lin->in()));
+        const std::string& last = group.back()->name;  // the forward stops once its input is seen
         std::vector<float> x(static_cast<size_t>(T * d));
         for (int64_t s = 0; s < N; ++s) {
           std::map<std::string, std::vector<float>> fp_in;
           if (cfg.use_v2) {
             x = Xfp[size_t(s)];
-            run_fp(x.data(), [&](const std::string& name, const float* in, int64_t rows, int64_t cols) {
-              if (acc.count(name)) fp_in[name].assign(in, in + rows * cols);
-            });
+            try {
+              run_fp(x.data(), [&](const std::string& name, const float* in, int64_t rows, int64_t cols) {
+                if (acc.count(name)) fp_in[name].assign(in, in + rows * cols);
+                if (name == last) throw StopForward{};
+              });
+            } catch (const StopForward&) {
+            }
           }
           x = Xq[size_t(s)];
-          m.layer_forward(l, x.data(), T, 0, nullptr,
-                          [&](const std::string& name, const float* in, int64_t rows, int64_t) {
-                            auto it = acc.find(name);
-                            if (it == acc.end()) return;
-                            if (cfg.use_v2)
-                              it->second.add_v2(in, fp_in.at(name).data(), rows);
-                            else
-                              it->second.add(in, rows);
-                          });
+          try {
+            m.layer_forward(l, x.data(), T, 0, nullptr,
+                            [&](const std::string& name, const float* in, int64_t rows, int64_t) {
+                              auto it = acc.find(name);
+                              if (it == acc.end()) return;
+                              if (cfg.use_v2)
+                                it->second.add_v2(in, fp_in.at(name).data(), rows);
+                              else
+                                it->second.add(in, rows);
+                              if (name == last) throw StopForward{};
+                            });
+          } catch (const StopForward&) {
+          }
         }
         for (Linear* lin : group) {
+          const double ts = now_s();
           Tensor W = lin->W.to(DType::F32);
           GptqResult r = gptq_quantize(W.f32(), lin->out(), lin->in(), acc.at(lin->name), gc, lin->name);
-          lrep["linears"][lin->name] = {{"loss", r.loss}};
+          const double solve = now_s() - ts;
+          solve_total += solve;
+          lrep["linears"][lin->name] = {{"loss", r.loss}, {"solve_seconds", solve}, {"percdamp", r.percdamp_used}};
           set_quantized(*lin, std::move(r.weight), out.weights);
         }
       }
-      // Propagate, and measure the layer's error against its FP version on the same inputs.
+      // Propagate, and measure the layer's error against its FP version on the same
+      // inputs (on the first kErrWindows windows: an estimate that costs one more forward each).
       double num = 0, den = 0;
       std::vector<float> ref(static_cast<size_t>(T * d));
       for (int64_t s = 0; s < N; ++s) {
         std::vector<float>& x = Xq[size_t(s)];
-        ref = x;
-        run_fp(ref.data(), {});
-        std::vector<float> x_in = x;
+        const bool measure = s < kErrWindows;
+        if (measure) {
+          ref = x;
+          run_fp(ref.data(), {});
+        }
+        std::vector<float> x_in = measure ? x : std::vector<float>();
         m.layer_forward(l, x.data(), T, 0, nullptr, {});
-        for (size_t i = 0; i < x.size(); ++i) {
+        for (size_t i = 0; measure && i < x.size(); ++i) {
           double e = double(x[i]) - ref[i], u = double(ref[i]) - x_in[i];
           num += e * e;
           den += u * u;
@@ -235,6 +258,7 @@ QuantizedModel quantize_model(LlamaModel& m, const QuantConfig& cfg, const std::
       const double rel = std::sqrt(num / std::max(den, 1e-30));
       const double secs = now_s() - t0;
       lrep["seconds"] = secs;
+      lrep["solve_seconds"] = solve_total;
       lrep["rel_error"] = rel;
       rep["layers"].push_back(lrep);
       log_info(fmt::format("layer {}/{}: {:.2f}s, relative output error {:.4f}, peak RSS {:.0f} MB", l + 1,

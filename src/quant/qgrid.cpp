@@ -65,10 +65,12 @@ QParams weight_params(const float* x, int64_t n, const QuantSpec& s) {
 }
 
 void fake_quant_act(float* x, int64_t rows, int64_t cols, int bits, int64_t groupsize, bool asym, float clip) {
-  if (bits >= 16) return;
+  if (bits == 16) return;
   QuantSpec s;
   s.bits = bits;
   s.sym = !asym;
+  s.clip_ratio = clip;
+  s.validate(cols, "activation");  // bits 2..8, clip in (0, 1]
   const int64_t g = groupsize > 0 ? groupsize : cols;
   LOWBIT_CHECK(cols % g == 0, ShapeError, "activation groupsize {} does not divide the dimension {}", g, cols);
   const int qmin = s.qmin(), qmax = s.qmax();
