@@ -428,8 +428,10 @@ constexpr int64_t kOut = 48, kIn = 96, kTok = 256;
 // ---- Hessian accumulation ---------------------------------------------------------------
 
 // The running mean (rescaled as chunks arrive) equals 2/N Σ x xᵀ computed in one go, and
-// dXXᵀ = 2/N Σ (x̃ - x) xᵀ. Tolerance 1e-12 relative to max|H|: both are f64 sums of the
-// same f32 products, differing only in summation order and the t/(t+r) rescaling.
+// dXXᵀ = 2/N Σ (x̃ - x) xᵀ. H: each chunk's XᵀX is an f32 sum (as in the GPTQ reference;
+// chunks are combined in f64), so the tolerance is 1e-6 relative to max|H| (f32 rounding
+// of ≤200-term sums of O(1) products, ~2e-7·√200 worst case is well inside). dXXᵀ is f64
+// throughout: 1e-12 relative to max|dXXᵀ| (summation order and rescaling only).
 TEST(Hessian, RunningMeanMatchesDefinition) {
   const int64_t N = 200, n = 24;
   auto X = make_inputs(N, n, 1);
@@ -444,13 +446,13 @@ TEST(Hessian, RunningMeanMatchesDefinition) {
     HessianAccumulator a = accumulate(X, N, n, chunk);
     EXPECT_EQ(a.tokens, N);
     EXPECT_TRUE(a.dXXT.empty());
-    for (size_t i = 0; i < H.size(); ++i) ASSERT_NEAR(a.H[i], H[i], 1e-12 * hmax) << "chunk " << chunk << " i " << i;
+    for (size_t i = 0; i < H.size(); ++i) ASSERT_NEAR(a.H[i], H[i], 1e-6 * hmax) << "chunk " << chunk << " i " << i;
     HessianAccumulator b(n);
     for (int64_t t = 0; t < N; t += chunk) b.add_v2(X.data() + t * n, Xfp.data() + t * n, std::min(chunk, N - t));
     EXPECT_EQ(b.tokens, N);  // tokens counted once
     ASSERT_EQ(b.dXXT.size(), D.size());
     for (size_t i = 0; i < H.size(); ++i) {
-      ASSERT_NEAR(b.H[i], H[i], 1e-12 * hmax) << "chunk " << chunk;
+      ASSERT_NEAR(b.H[i], H[i], 1e-6 * hmax) << "chunk " << chunk;
       ASSERT_NEAR(b.dXXT[i], D[i], 1e-12 * dmax) << "chunk " << chunk;
     }
   }

@@ -47,6 +47,9 @@ class Backend {
   // out[i] = silu(gate[i]) * up[i]
   virtual void silu_mul(const float* gate, const float* up, float* out, int64_t n) = 0;
 
+  // C [n, n] = Xᵀ X for X [rows, n] (f32; symmetric, both triangles written).
+  virtual void gram(const float* X, int64_t rows, int64_t n, float* C) = 0;
+
   // ---- linear algebra (in place, n×n symmetric, row-major) ----------------------
   // Lower Cholesky factor A = L Lᵀ (upper triangle zeroed). false if not positive definite.
   virtual bool cholesky(float* A, int64_t n) = 0;

@@ -36,11 +36,17 @@ namespace lowbit {
 
 void HessianAccumulator::add(const float* X, int64_t rows) {
   if (rows == 0) return;
-  // H ← H·t/(t+r) + 2/(t+r)·XᵀX  (running mean, as the reference does)
+  // H ← H·t/(t+r) + 2/(t+r)·XᵀX  (running mean, as the reference does). XᵀX of one
+  // batch (≤ a window) in f32 — the GPTQ reference accumulates all of H in f32 —
+  // and the running sum over batches in f64.
   const double t = double(tokens), tot = double(tokens + rows);
-  std::vector<double> Xd(X, X + rows * n);
-  for (auto& v : H) v *= t / tot;
-  cpu_backend().gemm(true, false, n, n, rows, 2.0 / tot, Xd.data(), n, Xd.data(), n, 1.0, H.data(), n);
+  std::vector<float> G(static_cast<size_t>(n * n));
+  cpu_backend().gram(X, rows, n, G.data());
+  const double a = t / tot, b = 2.0 / tot;
+  double* h = H.data();
+  const float* g = G.data();
+#pragma omp parallel for schedule(static) if (n > 256)
+  for (int64_t i = 0; i < n * n; ++i) h[i] = h[i] * a + b * double(g[i]);
   tokens += rows;
 }
 

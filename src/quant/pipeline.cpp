@@ -68,7 +68,7 @@ void check_groupsizes(const LlamaModel& m, const QuantConfig& c) {
 
 // One forward pass over the calibration windows collecting skew statistics of
 // every linear input and every layer's K (after RoPE and R3); decides sym/asym.
-void auto_asym_pass(LlamaModel& m, QuantRuntime& rt, const std::vector<std::vector<int32_t>>& calib) {
+nlohmann::json auto_asym_pass(LlamaModel& m, QuantRuntime& rt, const std::vector<std::vector<int32_t>>& calib) {
   std::map<std::string, ActStats> stats;
   const bool was = *rt.act_enabled;
   *rt.act_enabled = false;  // statistics of the unquantized activations
@@ -97,13 +97,19 @@ void auto_asym_pass(LlamaModel& m, QuantRuntime& rt, const std::vector<std::vect
   for (int64_t l = 0; l < m.cfg.num_layers; ++l) m.layers[size_t(l)].post_rope = saved[size_t(l)];
   *rt.act_enabled = was;
   int n_asym = 0;
+  nlohmann::json decisions = nlohmann::json::object();
   for (auto& [name, st] : stats) {
     bool a = st.choose_asym(rt.cfg.auto_asym_t1, rt.cfg.auto_asym_t2);
     rt.asym[name] = a;
     n_asym += a;
+    const double sd = st.stddev();
+    decisions[name] = {{"asym", a},
+                       {"mean_over_std", sd > 0 ? std::fabs(st.mean()) / sd : 0.0},
+                       {"skewness", st.skewness()}};
   }
   log_info(fmt::format("auto-asym: {} of {} activation sites asymmetric (|mean|/std > {} or |skew| > {})", n_asym,
                        stats.size(), rt.cfg.auto_asym_t1, rt.cfg.auto_asym_t2));
+  return decisions;
 }
 
 }  // namespace
@@ -142,7 +148,7 @@ QuantizedModel quantize_model(LlamaModel& m, const QuantConfig& cfg, const std::
 
   if (cfg.a_auto_asym && (cfg.a_bits < 16 || cfg.k_bits < 16)) {
     LOWBIT_CHECK(!calib.empty(), ArgError, "--a_auto_asym needs calibration data (--cal_dataset)");
-    auto_asym_pass(m, *rt, calib);
+    rep["auto_asym"] = auto_asym_pass(m, *rt, calib);
     install_runtime(m, rt);
   }
 
@@ -198,8 +204,15 @@ QuantizedModel quantize_model(LlamaModel& m, const QuantConfig& cfg, const std::
         for (Linear* lin : group) acc.emplace(lin->name, HessianAccumulator(lin->in()));
         const std::string& last = group.back()->name;  // the forward stops once its input is seen
         std::vector<float> x(static_cast<size_t>(T * d));
+        // Linears of a group that see identical inputs (q/k/v, gate/up — unless their
+        // activation quantizers differ) share one Hessian: decided on the first window,
+        // checked on every later one.
+        std::map<std::string, std::string> alias;  // linear -> the linear whose H it uses
+        std::vector<float> prev_in;
+        std::string prev_name;
         for (int64_t s = 0; s < N; ++s) {
           std::map<std::string, std::vector<float>> fp_in;
+          prev_name.clear();
           if (cfg.use_v2) {
             x = Xfp[size_t(s)];
             try {
@@ -213,9 +226,21 @@ QuantizedModel quantize_model(LlamaModel& m, const QuantConfig& cfg, const std::
           x = Xq[size_t(s)];
           try {
             m.layer_forward(l, x.data(), T, 0, nullptr,
-                            [&](const std::string& name, const float* in, int64_t rows, int64_t) {
+                            [&](const std::string& name, const float* in, int64_t rows, int64_t cols) {
                               auto it = acc.find(name);
                               if (it == acc.end()) return;
+                              const size_t cnt = size_t(rows * cols);
+                              const bool same = !prev_name.empty() && prev_in.size() == cnt &&
+                                                std::equal(in, in + cnt, prev_in.begin());
+                              if (s == 0 && same) alias[name] = alias.count(prev_name) ? alias[prev_name] : prev_name;
+                              LOWBIT_CHECK(same == (alias.count(name) > 0), Error,
+                                           "{}: calibration inputs stopped matching its group-mate's", name);
+                              if (!same) {
+                                prev_in.assign(in, in + cnt);
+                                prev_name = name;
+                              }
+                              if (name == last && same) throw StopForward{};
+                              if (same) return;
                               if (cfg.use_v2)
                                 it->second.add_v2(in, fp_in.at(name).data(), rows);
                               else
@@ -228,7 +253,8 @@ QuantizedModel quantize_model(LlamaModel& m, const QuantConfig& cfg, const std::
         for (Linear* lin : group) {
           const double ts = now_s();
           Tensor W = lin->W.to(DType::F32);
-          GptqResult r = gptq_quantize(W.f32(), lin->out(), lin->in(), acc.at(lin->name), gc, lin->name);
+          const std::string& src = alias.count(lin->name) ? alias.at(lin->name) : lin->name;
+          GptqResult r = gptq_quantize(W.f32(), lin->out(), lin->in(), acc.at(src), gc, lin->name);
           const double solve = now_s() - ts;
           solve_total += solve;
           lrep["linears"][lin->name] = {{"loss", r.loss}, {"solve_seconds", solve}, {"percdamp", r.percdamp_used}};

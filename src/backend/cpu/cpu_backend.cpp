@@ -234,6 +234,13 @@ class CpuBackend final : public Backend {
     }
   }
 
+  void gram(const float* X, int64_t rows, int64_t n, float* C) override {
+    // syrk computes one triangle (half a GEMM's flops); mirror it.
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, int(n), int(rows), 1.0f, X, int(n), 0.0f, C, int(n));
+#pragma omp parallel for schedule(static) if (n > 256)
+    for (int64_t i = 1; i < n; ++i)
+      for (int64_t j = 0; j < i; ++j) C[i * n + j] = C[j * n + i];
+  }
   bool cholesky(float* A, int64_t n) override {
     lapack_int info = LAPACK_CHECK(LAPACKE_spotrf(LAPACK_ROW_MAJOR, 'L', lapack_int(n), A, lapack_int(n)));
     if (info > 0) return false;
