@@ -263,14 +263,16 @@ QuantizedModel quantize_model(LlamaModel& m, const QuantConfig& cfg, const std::
       }
       // Propagate, and measure the layer's error against its FP version on the same
       // inputs (on the first kErrWindows windows: an estimate that costs one more forward each).
-      double num = 0, den = 0;
+      double num = 0, den = 0, err_seconds = 0;
       std::vector<float> ref(static_cast<size_t>(T * d));
       for (int64_t s = 0; s < N; ++s) {
         std::vector<float>& x = Xq[size_t(s)];
         const bool measure = s < kErrWindows;
         if (measure) {
+          const double te = now_s();
           ref = x;
           run_fp(ref.data(), {});
+          err_seconds += now_s() - te;
         }
         std::vector<float> x_in = measure ? x : std::vector<float>();
         m.layer_forward(l, x.data(), T, 0, nullptr, {});
@@ -285,6 +287,7 @@ QuantizedModel quantize_model(LlamaModel& m, const QuantConfig& cfg, const std::
       const double secs = now_s() - t0;
       lrep["seconds"] = secs;
       lrep["solve_seconds"] = solve_total;
+      lrep["error_report_seconds"] = err_seconds;  // the FP reference forwards of the error estimate
       lrep["rel_error"] = rel;
       rep["layers"].push_back(lrep);
       log_info(fmt::format("layer {}/{}: {:.2f}s, relative output error {:.4f}, peak RSS {:.0f} MB", l + 1,
