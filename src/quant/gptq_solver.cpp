@@ -84,8 +84,7 @@ GptqResult gptq_quantize(const float* Wf, int64_t out, int64_t in, const Hessian
       for (int64_t r = 0; r < out; ++r) W[size_t(r * n + j)] = 0.0;
     }
 
-  // Damping, raised while H + λI is not positive definite.
-  double mean_diag = 0;
+  double mean_diag = 0;  // damping λ = percdamp · mean(diag H)
   for (int64_t j = 0; j < n; ++j) mean_diag += H[size_t(j * n + j)];
   mean_diag /= double(n);
   // act_order: process columns by descending diag(H) (damping does not change the order).
@@ -135,7 +134,7 @@ GptqResult gptq_quantize(const float* Wf, int64_t out, int64_t in, const Hessian
     q.zeros[size_t(r * ngroups + group)] = p.zero;
   };
   const bool dynamic_groups = s.groupsize > 0 && !cfg.static_groups;
-  if (!dynamic_groups)  // per channel, or static groups: fitted up front on (shifted) W
+  if (!dynamic_groups)  // per channel, or static groups: fitted up front on W
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < out; ++r)
       for (int64_t k = 0; k < ngroups; ++k) fit_row(r, k, std::min(gs, n - k * gs), [&](int64_t i) { return k * gs + i; });
