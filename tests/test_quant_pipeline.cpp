@@ -211,3 +211,50 @@ TEST(Pipeline, BadInputs) {
   c.k_groupsize = 3;  // does not divide head_dim 8
   EXPECT_THROW(quantize_model(m, c, {}), ShapeError);
 }
+
+// GPTQ with act_order and (non-dividing) groups through save/load: the packed codes,
+// per-group scales and the permuted g_idx reproduce the in-memory model exactly.
+TEST(Checkpoint, GptqActOrderGroupsRoundTrip) {
+  LOWBIT_REQUIRE_SHARED(dir, "models/stories260K");
+  LOWBIT_REQUIRE_SHARED(ts, "data/text/tinystories_val.txt");
+  Data d = stories_data(dir, ts, 4, 128);
+  LlamaModel m = LlamaModel::load(dir);
+  QuantConfig c;
+  c.w_bits = 3;
+  c.w_groupsize = 48;  // 64 = 48 + 16, 172 = 3·48 + 28
+  c.w_asym = true;
+  c.act_order = true;
+  c.a_bits = 8;
+  QuantizedModel q = quantize_model(m, c, d.calib);
+  const QuantizedWeight& down = q.weights.at("model.layers.1.mlp.down_proj");
+  ASSERT_EQ(down.ngroups, 4);
+  bool monotonic = std::is_sorted(down.g_idx.begin(), down.g_idx.end());
+  EXPECT_FALSE(monotonic) << "act_order should permute the group of some columns";
+  auto ids = test_ids(m, 64);
+  auto want = m.forward(ids.data(), int64_t(ids.size())).to_vector();
+  std::string out = lowbit::test::temp_dir("ckpt-gptq") + "/q";
+  save_quantized(m, q, dir, out);
+  LlamaModel back = load_model(out);
+  auto got = back.forward(ids.data(), int64_t(ids.size())).to_vector();
+  EXPECT_LT(normalized_error(got, want), 1e-6);
+}
+
+// --enable_aq_calibration: the activation quantizers are on while GPTQ's inputs are
+// collected, so the Hessians (and the weights) differ from calibrating on clean inputs.
+TEST(Pipeline, AqCalibrationChangesTheHessians) {
+  LOWBIT_REQUIRE_SHARED(dir, "models/stories260K");
+  LOWBIT_REQUIRE_SHARED(ts, "data/text/tinystories_val.txt");
+  Data d = stories_data(dir, ts, 4, 128);
+  auto weights = [&](bool aq) {
+    LlamaModel m = LlamaModel::load(dir);
+    QuantConfig c;
+    c.w_bits = 4;
+    c.a_bits = 4;
+    c.enable_aq_calibration = aq;
+    QuantizedModel q = quantize_model(m, c, d.calib);
+    double p = ppl(m, d.eval, 4);
+    EXPECT_TRUE(std::isfinite(p));
+    return q.weights.at("model.layers.2.mlp.down_proj").codes;
+  };
+  EXPECT_NE(weights(false), weights(true));
+}

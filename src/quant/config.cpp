@@ -125,14 +125,16 @@ std::string QuantConfig::summary() const {
   if (rotate) s += " rotate";
   if (w_bits < 16) {
     s += w_rtn ? " rtn" : (use_v2 ? " gptaq" : " gptq");
-    s += fmt::format(" w{}{}", w_asym ? "asym" : "sym", w_groupsize > 0 ? fmt::format(" g{}", w_groupsize) : "");
+    s += fmt::format(" w:{}{}", w_asym ? "asym" : "sym", w_groupsize > 0 ? fmt::format(" g{}", w_groupsize) : "");
     if (w_clip) s += " w_clip";
     if (act_order) s += " act_order";
     if (static_groups) s += " static_groups";
   }
   if (a_bits < 16)
-    s += fmt::format(" a{}{} clip{}", a_auto_asym ? "auto" : (a_asym ? "asym" : "sym"),
+    s += fmt::format(" a:{}{} clip{}", a_auto_asym ? "auto" : (a_asym ? "asym" : "sym"),
                      a_groupsize > 0 ? fmt::format(" g{}", a_groupsize) : "", a_clip_ratio);
+  if (k_bits < 16) s += fmt::format(" k:{}", a_auto_asym ? "auto" : (k_asym ? "asym" : "sym"));
+  if (v_bits < 16) s += fmt::format(" v:{}", v_asym ? "asym" : "sym");
   return s;
 }
 
