@@ -42,6 +42,10 @@ void Progress::update(int64_t done, const std::string& extra) {
     std::fprintf(stderr, "%s\n", line.c_str());
 }
 
+void Progress::clear() {
+  if (enabled_ && tty_) std::fprintf(stderr, "\r\033[K");
+}
+
 void Progress::finish(const std::string& extra) {
   if (!enabled_) return;
   std::string line = fmt::format("{} done: {} in {:.2f}s{}{}", label_, total_, elapsed(), extra.empty() ? "" : "  ",

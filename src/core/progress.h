@@ -13,6 +13,9 @@ class Progress {
   // `extra` is appended to the line (e.g. "ppl 5.79").
   void update(int64_t done, const std::string& extra = "");
   void finish(const std::string& extra = "");
+  // For sub-steps: erases the live line on a terminal, prints nothing otherwise
+  // (call update() with done < total only, so logs get throttled lines alone).
+  void clear();
   double elapsed() const;
 
  private:

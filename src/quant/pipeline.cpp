@@ -210,7 +210,9 @@ QuantizedModel quantize_model(LlamaModel& m, const QuantConfig& cfg, const std::
         std::map<std::string, std::string> alias;  // linear -> the linear whose H it uses
         std::vector<float> prev_in;
         std::string prev_name;
+        Progress prog(fmt::format("layer {}/{} {} inputs", l + 1, m.cfg.num_layers, group.front()->name), N);
         for (int64_t s = 0; s < N; ++s) {
+          prog.update(s);
           std::map<std::string, std::vector<float>> fp_in;
           prev_name.clear();
           if (cfg.use_v2) {
@@ -250,6 +252,7 @@ QuantizedModel quantize_model(LlamaModel& m, const QuantConfig& cfg, const std::
           } catch (const StopForward&) {
           }
         }
+        prog.clear();
         for (Linear* lin : group) {
           const double ts = now_s();
           Tensor W = lin->W.to(DType::F32);
@@ -265,7 +268,9 @@ QuantizedModel quantize_model(LlamaModel& m, const QuantConfig& cfg, const std::
       // inputs (on the first kErrWindows windows: an estimate that costs one more forward each).
       double num = 0, den = 0, err_seconds = 0;
       std::vector<float> ref(static_cast<size_t>(T * d));
+      Progress prop(fmt::format("layer {}/{} propagation", l + 1, m.cfg.num_layers), N);
       for (int64_t s = 0; s < N; ++s) {
+        prop.update(s);
         std::vector<float>& x = Xq[size_t(s)];
         const bool measure = s < kErrWindows;
         if (measure) {
@@ -283,6 +288,7 @@ QuantizedModel quantize_model(LlamaModel& m, const QuantConfig& cfg, const std::
         }
         if (cfg.use_v2) run_fp(Xfp[size_t(s)].data(), {});
       }
+      prop.clear();
       const double rel = std::sqrt(num / std::max(den, 1e-30));
       const double secs = now_s() - t0;
       lrep["seconds"] = secs;
