@@ -19,10 +19,12 @@ std::vector<std::vector<int32_t>> load_calibration(const QuantConfig& c, const T
 
 QuantizedModel quantize_in_memory(LlamaModel& m, const QuantConfig& c, const Tokenizer& tok) {
   log_info("quantization config: " + c.summary());
-  LOWBIT_CHECK(c.cal_seqlen <= m.cfg.max_position, ArgError,
-               "--cal_seqlen {} is larger than the model's context ({})", c.cal_seqlen, m.cfg.max_position);
   std::vector<std::vector<int32_t>> calib;
-  if (c.needs_calibration()) calib = load_calibration(c, tok, m.cfg.bos_token_id);
+  if (c.needs_calibration()) {  // RTN without auto-asym reads no calibration data and checks none of its flags
+    LOWBIT_CHECK(c.cal_seqlen <= m.cfg.max_position, ArgError,
+                 "--cal_seqlen {} is larger than the model's context ({})", c.cal_seqlen, m.cfg.max_position);
+    calib = load_calibration(c, tok, m.cfg.bos_token_id);
+  }
   QuantizedModel q = quantize_model(m, c, calib);
   log_info(fmt::format("quantized in {:.2f}s, peak RSS {:.0f} MB", q.report["seconds"].get<double>(),
                        q.report["peak_rss_mb"].get<double>()));

@@ -200,8 +200,9 @@ QuantizedModel quantize_model(LlamaModel& m, const QuantConfig& cfg, const std::
       nlohmann::json lrep = {{"layer", l}, {"linears", nlohmann::json::object()}};
       double solve_total = 0;  // seconds in the GPTQ solves; the rest is forwards and statistics
       for (const auto& group : groups) {
-        std::map<std::string, HessianAccumulator> acc;
-        for (Linear* lin : group) acc.emplace(lin->name, HessianAccumulator(lin->in()));
+        std::set<std::string> members;
+        for (Linear* lin : group) members.insert(lin->name);
+        std::map<std::string, HessianAccumulator> acc;  // made on first use: aliased linears get none
         const std::string& last = group.back()->name;  // the forward stops once its input is seen
         std::vector<float> x(static_cast<size_t>(T * d));
         // Linears of a group that see identical inputs (q/k/v, gate/up — unless their
@@ -219,7 +220,7 @@ QuantizedModel quantize_model(LlamaModel& m, const QuantConfig& cfg, const std::
             x = Xfp[size_t(s)];
             try {
               run_fp(x.data(), [&](const std::string& name, const float* in, int64_t rows, int64_t cols) {
-                if (acc.count(name)) fp_in[name].assign(in, in + rows * cols);
+                if (members.count(name)) fp_in[name].assign(in, in + rows * cols);
                 if (name == last) throw StopForward{};
               });
             } catch (const StopForward&) {
@@ -229,24 +230,24 @@ QuantizedModel quantize_model(LlamaModel& m, const QuantConfig& cfg, const std::
           try {
             m.layer_forward(l, x.data(), T, 0, nullptr,
                             [&](const std::string& name, const float* in, int64_t rows, int64_t cols) {
-                              auto it = acc.find(name);
-                              if (it == acc.end()) return;
+                              if (!members.count(name)) return;
                               const size_t cnt = size_t(rows * cols);
                               const bool same = !prev_name.empty() && prev_in.size() == cnt &&
                                                 std::equal(in, in + cnt, prev_in.begin());
-                              if (s == 0 && same) alias[name] = alias.count(prev_name) ? alias[prev_name] : prev_name;
+                              if (s == 0 && same) alias[name] = prev_name;  // prev_name is never an alias
                               LOWBIT_CHECK(same == (alias.count(name) > 0), Error,
                                            "{}: calibration inputs stopped matching its group-mate's", name);
                               if (!same) {
-                                prev_in.assign(in, in + cnt);
-                                prev_name = name;
+                                HessianAccumulator& a = acc.try_emplace(name, cols).first->second;
+                                if (cfg.use_v2)
+                                  a.add_v2(in, fp_in.at(name).data(), rows);
+                                else
+                                  a.add(in, rows);
+                                if (name != last) {
+                                  prev_in.assign(in, in + cnt);
+                                  prev_name = name;
+                                }
                               }
-                              if (name == last && same) throw StopForward{};
-                              if (same) return;
-                              if (cfg.use_v2)
-                                it->second.add_v2(in, fp_in.at(name).data(), rows);
-                              else
-                                it->second.add(in, rows);
                               if (name == last) throw StopForward{};
                             });
           } catch (const StopForward&) {
