@@ -154,7 +154,7 @@ LlamaModel& llama7b_layer() {
     c.num_heads = k7bHeads;
     c.num_kv_heads = k7bKvHeads;
     c.head_dim = k7bHeadDim;
-    c.vocab_size = 32000;  // unused: layer_forward only
+    c.vocab_size = 32000;  // unused: one layer's forward only
     c.max_position = 4096;
     c.rms_eps = 1e-5;
     c.rope.theta = 10000.0;
@@ -163,10 +163,12 @@ LlamaModel& llama7b_layer() {
     auto lin = [&](const std::string& name, int64_t out, int64_t in) {
       lowbit::Linear l;
       l.name = "model.layers.0." + name;
+      l.n_out = out;
+      l.n_in = in;
       l.W = random_tensor({out, in}, rng, 0.02f);
       return l;
     };
-    lowbit::LlamaLayer L;
+    lowbit::LlamaLayer L = lowbit::LlamaLayer::shaped(c, 0);
     L.attn_norm = ones(d);
     L.mlp_norm = ones(d);
     L.q_proj = lin("self_attn.q_proj", qd, d);
@@ -177,7 +179,6 @@ LlamaModel& llama7b_layer() {
     L.up_proj = lin("mlp.up_proj", f, d);
     L.down_proj = lin("mlp.down_proj", d, f);
     r.layers.push_back(std::move(L));
-    r.inv_freq = c.inv_freq();
     return r;
   }();
   return m;
@@ -200,19 +201,21 @@ void BM_Llama7BLayer(benchmark::State& state) {
   LlamaModel& m = llama7b_layer();
   const int64_t T = state.range(0), d = k7bHidden;
   lowbit::NormalRng rng(11);
-  std::vector<float> x0(static_cast<size_t>(T * d)), x(static_cast<size_t>(T * d));
+  std::vector<float> x0(static_cast<size_t>(T * d));
   for (auto& v : x0) v = float(rng.normal());
+  lowbit::BlockState x;
+  x.T = T;
   // Warm-up once per T (not once per repetition: T = 2048 takes seconds).
   static std::vector<int64_t> warmed;
   if (std::find(warmed.begin(), warmed.end(), T) == warmed.end()) {
-    x = x0;
-    m.layer_forward(0, x.data(), T, 0, nullptr, {});
+    x.x = x0;
+    m.layers[0].forward(x, {});
     warmed.push_back(T);
   }
   for (auto _ : state) {
-    std::memcpy(x.data(), x0.data(), x.size() * 4);  // layer_forward updates the residual in place (~1 ms)
-    m.layer_forward(0, x.data(), T, 0, nullptr, {});
-    benchmark::DoNotOptimize(x.data());
+    std::memcpy(x.x.data(), x0.data(), x0.size() * 4);  // the block updates the residual in place (~1 ms)
+    m.layers[0].forward(x, {});
+    benchmark::DoNotOptimize(x.x.data());
     benchmark::ClobberMemory();
   }
   state.counters["tokens/s"] = benchmark::Counter(double(T), benchmark::Counter::kIsIterationInvariantRate);

@@ -29,7 +29,7 @@
 #include "io/files.h"
 #include "models/llama.h"
 #include "models/synth.h"
-#include "quant/pipeline.h"
+#include "quant/driver.h"
 
 using namespace lowbit;
 

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 
 #include "core/error.h"
@@ -12,7 +13,10 @@
 #include "io/tokenizer.h"
 #include "quant/calibration.h"
 #include "quant/checkpoint.h"
-#include "quant/pipeline.h"
+#include "models/llama_names.h"
+#include "models/loader.h"
+#include "quant/driver.h"
+#include "io/safetensors.h"
 #include "quant/rtn_quant.h"
 #include "testing.h"
 
@@ -49,6 +53,12 @@ double ppl(LlamaModel& m, const std::vector<int32_t>& ev, int64_t windows) {
   return perplexity(m, ev, o).ppl;
 }
 
+Linear& find_linear(LlamaModel& m, const std::string& name) {
+  for (Linear* l : m.all_linears())
+    if (l->name == name) return *l;
+  throw Error("no linear " + name);
+}
+
 }  // namespace
 
 // With every bit width at 16, --rotate must leave the logits unchanged up to f32
@@ -70,7 +80,7 @@ TEST(Rotation, InvariantAt16Bits) {
       QuantizedModel q = quantize_model(m, c, {});
       if (r3) {  // also run the online Q/K Hadamard (R3), normally only on with K quantization
         q.runtime->force_qk_rotation = true;
-        install_runtime(m, q.runtime);
+        install_runtime(m, *q.runtime);
       }
       auto got = m.forward(ids.data(), int64_t(ids.size())).to_vector();
       double err = normalized_error(got, want);
@@ -124,7 +134,7 @@ TEST(Pipeline, GptaqAndAutoAsymRun) {
   c.a_auto_asym = true;
   QuantizedModel q = quantize_model(m, c, d.calib);
   EXPECT_FALSE(q.runtime->asym.empty());
-  EXPECT_TRUE(q.runtime->asym.count(k_cache_site(0)));  // the K cache gets its own decision
+  EXPECT_TRUE(q.runtime->asym.count(llama_names::k_cache_site(0)));  // the K cache gets its own decision
   double p = ppl(m, d.eval, 8);
   EXPECT_TRUE(std::isfinite(p));
   EXPECT_LT(p, 100.0);
@@ -226,9 +236,10 @@ TEST(Checkpoint, GptqActOrderGroupsRoundTrip) {
   c.act_order = true;
   c.a_bits = 8;
   QuantizedModel q = quantize_model(m, c, d.calib);
-  const QuantizedWeight& down = q.weights.at("model.layers.1.mlp.down_proj");
+  const PackedWeight& down = *find_linear(m, "model.layers.1.mlp.down_proj").qw;
   ASSERT_EQ(down.ngroups, 4);
-  bool monotonic = std::is_sorted(down.g_idx.begin(), down.g_idx.end());
+  const int32_t* gi = down.g_idx.data<int32_t>();
+  bool monotonic = std::is_sorted(gi, gi + down.in);
   EXPECT_FALSE(monotonic) << "act_order should permute the group of some columns";
   auto ids = test_ids(m, 64);
   auto want = m.forward(ids.data(), int64_t(ids.size())).to_vector();
@@ -254,7 +265,9 @@ TEST(Pipeline, AqCalibrationChangesTheHessians) {
     QuantizedModel q = quantize_model(m, c, d.calib);
     double p = ppl(m, d.eval, 4);
     EXPECT_TRUE(std::isfinite(p));
-    return q.weights.at("model.layers.2.mlp.down_proj").codes;
+    const Tensor& codes = find_linear(m, "model.layers.2.mlp.down_proj").qw->qweight;
+    const uint8_t* b = codes.data<uint8_t>();
+    return std::vector<uint8_t>(b, b + codes.numel());
   };
   EXPECT_NE(weights(false), weights(true));
 }

@@ -4,6 +4,7 @@
 #include "cli/cli.h"
 #include "cli/quant_common.h"
 #include "cli/quant_flags.h"
+#include "models/loader.h"
 #include "quant/checkpoint.h"
 #include "core/error.h"
 #include "core/progress.h"

@@ -7,7 +7,7 @@
 #include "eval/generate.h"
 #include "io/files.h"
 #include "io/tokenizer.h"
-#include "quant/checkpoint.h"
+#include "models/loader.h"
 
 namespace lowbit::cli {
 

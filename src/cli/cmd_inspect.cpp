@@ -4,7 +4,7 @@
 #include "cli/cli.h"
 #include "eval/inspect.h"
 #include "io/files.h"
-#include "quant/checkpoint.h"
+#include "models/loader.h"
 
 namespace lowbit::cli {
 

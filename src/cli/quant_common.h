@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "io/tokenizer.h"
-#include "quant/pipeline.h"
+#include "quant/driver.h"
 
 namespace lowbit::cli {
 

@@ -1,5 +1,11 @@
 #include "cli/quant_flags.h"
 
+#include <map>
+
+#include <fmt/format.h>
+
+#include "core/progress.h"
+
 namespace lowbit::cli {
 
 void QuantFlags::add(CLI::App* app) {
@@ -19,7 +25,7 @@ void QuantFlags::add(CLI::App* app) {
   LB_OPT(percdamp, "--percdamp", "GPTQ damping, fraction of mean(diag H)");
   LB_FLAG(act_order, "--act_order,--act-order", "GPTQ: columns in descending diag(H) order");
   LB_FLAG(static_groups, "--static_groups,--static-groups", "GPTQ: fit group grids up front");
-  LB_FLAG(use_v2, "--use_v2,--use-v2,--gptaq", "GPTAQ asymmetric calibration");
+  LB_FLAG(use_v2, "--use_v2,--use-v2,--asym_calibrate,--gptaq", "GPTAQ asymmetric calibration");
   LB_OPT(v2_alpha, "--v2_alpha,--alpha", "GPTAQ alpha");
   LB_OPT(blocksize, "--blocksize", "GPTQ lazy-batch block size");
   LB_OPT(lm_head_w_bits, "--lm_head_w_bits", "lm_head weight bits (16 = keep)");
@@ -41,7 +47,9 @@ void QuantFlags::add(CLI::App* app) {
   LB_OPT(v_clip_ratio, "--v_clip_ratio,--v-clip-ratio", "V-cache clip ratio");
   LB_FLAG(rotate, "--rotate", "QuaRot Hadamard rotations");
   LB_OPT(rotate_seed, "--rotate_seed", "seed of R1's random signs (default: --seed)");
-  LB_FLAG(fp32_had, "--fp32_had", "online Hadamards in f32 (always the case in lowbit)");
+  LB_FLAG(fp32_had, "--fp32_had{true}", "online Hadamards in f32 (lowbit's default; --fp32_had=false rounds their "
+                                        "input and output to f16 like QuaRot without --fp32_had)");
+  LB_OPT(rotate_mode, "--rotate_mode", "QuaRot R1: hadamard (random signs x Hadamard) | random (random orthogonal)");
   LB_OPT(cal_dataset, "--cal_dataset,--cal-dataset", "calibration text file");
   LB_OPT(cal_begin, "--cal_begin,--cal-begin", "first character of the calibration text");
   LB_OPT(cal_end, "--cal_end,--cal-end", "end character of the calibration text (-1: end)");
@@ -51,9 +59,6 @@ void QuantFlags::add(CLI::App* app) {
   LB_FLAG(enable_aq_calibration, "--enable_aq_calibration", "activation quantizers on while calibrating");
 #undef LB_OPT
 #undef LB_FLAG
-  app->add_option("--rotate_mode", "QuaRot rotation kind (only 'hadamard')")
-      ->check(CLI::IsMember({"hadamard"}))
-      ->group("Quantization");
 }
 
 QuantConfig QuantFlags::resolve(int64_t max_context) const {
@@ -69,7 +74,57 @@ QuantConfig QuantFlags::resolve(int64_t max_context) const {
   if (!cal_seqlen_given && max_context > 0 && c.cal_seqlen > max_context) c.cal_seqlen = max_context;
   if (!seed_given) c.rotate_seed = c.seed;
   c.validate();
+  warn_without_effect(c);
   return c;
+}
+
+// A flag given on the command line that the final configuration does not use says so
+// (the seed tools accept such combinations silently; lowbit never ignores a flag quietly).
+void QuantFlags::warn_without_effect(const QuantConfig& c) const {
+  const bool gptq = c.w_bits < 16 && !c.w_rtn;
+  const bool acts = c.a_bits < 16 || c.lm_head_a_bits < 16;
+  using Why = std::function<const char*(const QuantConfig&)>;
+  const std::map<std::string, Why> unused = {
+      {"--w_groupsize", [](auto& c) { return c.w_bits < 16 || c.lm_head_w_bits < 16 ? nullptr : "weights stay 16-bit"; }},
+      {"--w_asym", [](auto& c) { return c.w_bits < 16 || c.lm_head_w_bits < 16 ? nullptr : "weights stay 16-bit"; }},
+      {"--w_clip", [](auto& c) { return c.w_bits < 16 || c.lm_head_w_bits < 16 ? nullptr : "weights stay 16-bit"; }},
+      {"--w_rtn", [](auto& c) { return c.w_bits < 16 ? nullptr : "weights stay 16-bit"; }},
+      {"--percdamp", [=](auto&) { return gptq ? nullptr : "it is a GPTQ setting (no GPTQ in this run)"; }},
+      {"--act_order", [=](auto&) { return gptq ? nullptr : "it is a GPTQ setting (no GPTQ in this run)"; }},
+      {"--static_groups", [=](auto&) { return gptq ? nullptr : "it is a GPTQ setting (no GPTQ in this run)"; }},
+      {"--blocksize", [=](auto&) { return gptq ? nullptr : "it is a GPTQ setting (no GPTQ in this run)"; }},
+      {"--use_v2", [=](auto&) { return gptq ? nullptr : "GPTAQ needs GPTQ weights (no GPTQ in this run)"; }},
+      {"--v2_alpha", [](auto& c) { return c.use_v2 && c.w_bits < 16 ? nullptr : "it is GPTAQ's alpha (no --use_v2)"; }},
+      {"--a_groupsize", [=](auto&) { return acts ? nullptr : "activations stay 16-bit"; }},
+      {"--a_asym", [=](auto&) { return acts ? nullptr : "activations stay 16-bit"; }},
+      {"--a_clip_ratio", [=](auto&) { return acts ? nullptr : "activations stay 16-bit"; }},
+      {"--a_auto_asym", [](auto& c) { return c.a_bits < 16 || c.k_bits < 16 || c.lm_head_a_bits < 16 ? nullptr : "activations and K stay 16-bit"; }},
+      {"--auto_asym_t1", [](auto& c) { return c.a_auto_asym ? nullptr : "it is an --a_auto_asym threshold"; }},
+      {"--auto_asym_t2", [](auto& c) { return c.a_auto_asym ? nullptr : "it is an --a_auto_asym threshold"; }},
+      {"--k_groupsize", [](auto& c) { return c.k_bits < 16 ? nullptr : "the K cache stays 16-bit"; }},
+      {"--k_asym", [](auto& c) { return c.k_bits < 16 ? nullptr : "the K cache stays 16-bit"; }},
+      {"--k_clip_ratio", [](auto& c) { return c.k_bits < 16 ? nullptr : "the K cache stays 16-bit"; }},
+      {"--v_groupsize", [](auto& c) { return c.v_bits < 16 ? nullptr : "the V cache stays 16-bit"; }},
+      {"--v_asym", [](auto& c) { return c.v_bits < 16 ? nullptr : "the V cache stays 16-bit"; }},
+      {"--v_clip_ratio", [](auto& c) { return c.v_bits < 16 ? nullptr : "the V cache stays 16-bit"; }},
+      {"--rotate_seed", [](auto& c) { return c.rotate ? nullptr : "there is no --rotate"; }},
+      {"--rotate_mode", [](auto& c) { return c.rotate ? nullptr : "there is no --rotate"; }},
+      {"--fp32_had", [](auto& c) { return c.rotate ? nullptr : "there is no --rotate"; }},
+      {"--enable_aq_calibration",
+       [=](auto& c) { return gptq && (acts || c.k_bits < 16 || c.v_bits < 16) ? nullptr : "it needs GPTQ with activation or KV quantization"; }},
+      {"--cal_dataset", [](auto& c) { return c.needs_calibration() ? nullptr : "this configuration reads no calibration data"; }},
+      {"--cal_begin", [](auto& c) { return c.needs_calibration() ? nullptr : "this configuration reads no calibration data"; }},
+      {"--cal_end", [](auto& c) { return c.needs_calibration() ? nullptr : "this configuration reads no calibration data"; }},
+      {"--nsamples", [](auto& c) { return c.needs_calibration() ? nullptr : "this configuration reads no calibration data"; }},
+      {"--cal_seqlen", [](auto& c) { return c.needs_calibration() ? nullptr : "this configuration reads no calibration data"; }},
+      {"--seed", [](auto& c) { return c.needs_calibration() || c.rotate ? nullptr : "nothing is sampled or rotated"; }},
+  };
+  for (auto& [opt, copy] : opts_) {
+    if (opt->count() == 0) continue;
+    auto it = unused.find(opt->get_name());
+    if (it == unused.end()) continue;
+    if (const char* why = it->second(c)) log_warn(fmt::format("{} has no effect: {}", opt->get_name(), why));
+  }
 }
 
 }  // namespace lowbit::cli

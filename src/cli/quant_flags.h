@@ -18,6 +18,8 @@ class QuantFlags {
   // max_context > 0: a --cal_seqlen left at its default (2048) shrinks to the model's
   // context, as `eval ppl --seqlen` does; an explicit one is checked later instead.
   QuantConfig resolve(int64_t max_context = -1) const;
+  // Warns about every flag given on the command line that `c` does not use.
+  void warn_without_effect(const QuantConfig& c) const;
 
  private:
   QuantConfig given_;  // values as parsed

@@ -6,19 +6,9 @@
 
 #include "core/error.h"
 #include "core/progress.h"
+#include "core/rng.h"
 
 namespace lowbit {
-
-namespace {
-// splitmix64: tiny, portable, reproducible across platforms and library versions.
-uint64_t next_u64(uint64_t* s) {
-  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-double next_uniform(uint64_t* s) { return double(next_u64(s) >> 11) * 0x1.0p-53; }
-}  // namespace
 
 int32_t sample_token(const float* logits, int64_t V, double temperature, double top_p, uint64_t* rng) {
   if (temperature <= 0.0) return int32_t(std::max_element(logits, logits + V) - logits);
@@ -39,7 +29,9 @@ int32_t sample_token(const float* logits, int64_t V, double temperature, double 
   }
   double kept = 0;
   for (size_t i = 0; i < keep; ++i) kept += p[size_t(order[i])];
-  double u = next_uniform(rng) * kept;
+  SplitMix64 g(*rng);  // *rng is the generator's state word; advance it by one draw
+  double u = g.uniform() * kept;
+  *rng = g.state();
   for (size_t i = 0; i < keep; ++i) {
     u -= p[size_t(order[i])];
     if (u <= 0) return order[i];

@@ -38,20 +38,23 @@ nlohmann::json inspect_model(const LlamaModel& m) {
   std::map<std::string, int64_t> dtypes;
   auto count = [&](const Tensor& t) { if (t.defined()) dtypes[dtype_name(t.dtype())] += t.numel(); };
   count(m.embed);
-  if (m.lm_head.W.raw() != m.embed.raw()) count(m.lm_head.W);
+  const bool tied = m.lm_head.W.defined() && m.lm_head.W.raw() == m.embed.raw();
   json linears = json::array();
-  for (size_t l = 0; l < m.layers.size(); ++l) {
-    for (Linear* lin : const_cast<LlamaLayer&>(m.layers[l]).linears()) {
-      count(lin->W);
-      WeightStats s = weight_stats(lin->W);
-      linears.push_back({{"name", lin->name}, {"shape", lin->W.shape()}, {"dtype", dtype_name(lin->W.dtype())},
-                         {"absmax", s.absmax}, {"std", s.std}, {"kurtosis", s.kurtosis}});
-    }
-  }
-  WeightStats hs = weight_stats(m.lm_head.W);
-  linears.push_back({{"name", "lm_head"}, {"shape", m.lm_head.W.shape()}, {"dtype", dtype_name(m.lm_head.W.dtype())},
-                     {"absmax", hs.absmax}, {"std", hs.std}, {"kurtosis", hs.kurtosis},
-                     {"tied", m.lm_head.W.raw() == m.embed.raw()}});
+  // Quantized linears are described by their dequantized values (one layer at a time).
+  auto describe = [&](const Linear& lin) {
+    const Tensor W = lin.weight_f32();
+    WeightStats s = weight_stats(W);
+    std::string dt = lin.quantized() ? fmt::format("int{}", lin.qw->bits) : dtype_name(lin.W.dtype());
+    if (lin.quantized()) dtypes[dt] += lin.out() * lin.in();
+    else if (!(&lin == &m.lm_head && tied)) count(lin.W);
+    json e = {{"name", lin.name}, {"shape", Shape{lin.out(), lin.in()}}, {"dtype", dt},
+              {"absmax", s.absmax}, {"std", s.std}, {"kurtosis", s.kurtosis}};
+    if (&lin == &m.lm_head) e["tied"] = tied;
+    linears.push_back(e);
+  };
+  for (const LlamaLayer& L : m.layers)
+    for (const Linear* lin : L.linears()) describe(*lin);
+  describe(m.lm_head);
   r["dtypes"] = dtypes;  // parameters per dtype (linear weights + embeddings)
   r["linears"] = linears;
   return r;

@@ -8,17 +8,151 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "models/llama_names.h"
 
 namespace lowbit {
 
-std::vector<Linear*> LlamaLayer::linears() {
-  return {&q_proj, &k_proj, &v_proj, &o_proj, &gate_proj, &up_proj, &down_proj};
+using llama_names::Role;
+
+// ---- the decoder layer as a block -------------------------------------------------------
+
+LlamaLayer LlamaLayer::shaped(const LlamaConfig& cfg, int64_t index) {
+  LlamaLayer L;
+  L.index = index;
+  L.d = cfg.hidden_size;
+  L.f = cfg.intermediate_size;
+  L.Hq = cfg.num_heads;
+  L.Hkv = cfg.num_kv_heads;
+  L.D = cfg.head_dim;
+  L.eps = float(cfg.rms_eps);
+  L.inv_freq = cfg.inv_freq();
+  return L;
 }
+
+std::vector<std::vector<const Linear*>> LlamaLayer::groups() const {
+  return {{&q_proj, &k_proj, &v_proj}, {&o_proj}, {&gate_proj, &up_proj}, {&down_proj}};
+}
+
+int64_t LlamaLayer::state_floats(int boundary, int64_t T) const {
+  switch (boundary) {
+    case 1: return T * (d + Hq * D);
+    case 3: return T * (d + f);
+    default: return T * d;
+  }
+}
+
+const float* LlamaLayer::group_input(int g, const BlockState& st, std::vector<float>& buf) const {
+  const int64_t T = st.T;
+  switch (g) {
+    case 0:
+    case 2: {  // n = RMSNorm(x)·w
+      const Tensor& w = g == 0 ? attn_norm : mlp_norm;
+      buf.resize(size_t(T * d));
+      backend->rmsnorm(st.x.data(), w.defined() ? w.data<float>() : nullptr, buf.data(), T, d, eps);
+      return buf.data();
+    }
+    case 1:
+    case 3:
+      LOWBIT_ASSERT(int64_t(st.a.size()) == T * (g == 1 ? Hq * D : f));
+      return st.a.data();
+  }
+  LOWBIT_ASSERT(false);
+  return nullptr;
+}
+
+namespace {
+// The group's shared input as its linears multiply it (online transform, activation
+// quantizer), shown to the observer once under the group's site name.
+const float* group_pre(const std::vector<const Linear*>& grp, const float* xin, int64_t T, const BlockCtx& ctx,
+                       std::vector<float>& buf) {
+  const Linear& first = *grp.front();
+  for (const Linear* l : grp) LOWBIT_ASSERT(l->aq == first.aq && bool(l->rot) == bool(first.rot));
+  const float* in = linear_input(first, xin, T, ctx.act_quant, buf);
+  if (ctx.observer && *ctx.observer) (*ctx.observer)(first.name, in, T, first.in());
+  return in;
+}
+}  // namespace
+
+void LlamaLayer::advance(int g, BlockState& st, const BlockCtx& ctx) const {
+  const int64_t T = st.T;
+  Backend& be = *backend;
+  std::vector<float> nbuf, pbuf;
+  const auto grps = groups();
+  const float* in = group_pre(grps.at(size_t(g)), group_input(g, st, nbuf), T, ctx, pbuf);
+  switch (g) {
+    case 0: {  // q, k, v → RoPE → [R3, K/V quant] → attention: a = att [T, Hq·D]
+      std::vector<float> q(size_t(T * Hq * D)), k(size_t(T * Hkv * D)), v(size_t(T * Hkv * D));
+      linear_product(be, q_proj, in, T, q.data());  // [T, Hq*D]
+      linear_product(be, k_proj, in, T, k.data());  // [T, Hkv*D]
+      linear_product(be, v_proj, in, T, v.data());  // [T, Hkv*D]
+      std::vector<int32_t> pos(static_cast<size_t>(T));
+      for (int64_t t = 0; t < T; ++t) pos[size_t(t)] = int32_t(ctx.start + t);
+      be.rope(q.data(), T, Hq, D, pos.data(), inv_freq.data());
+      be.rope(k.data(), T, Hkv, D, pos.data(), inv_freq.data());
+      if (qk_rot) {
+        qk_rot(q.data(), T, Hq * D);
+        qk_rot(k.data(), T, Hkv * D);
+      }
+      if (ctx.observer && *ctx.observer) (*ctx.observer)(llama_names::k_cache_site(index), k.data(), T * Hkv, D);
+      if (ctx.act_quant) {
+        k_quant.apply(k.data(), T * Hkv, D);  // per head: rows [T*Hkv, D]
+        v_quant.apply(v.data(), T * Hkv, D);
+      }
+      const float* K = k.data();
+      const float* V = v.data();
+      int64_t S = T;
+      if (ctx.cache) {
+        KVCache& c = *ctx.cache;
+        LOWBIT_CHECK(ctx.start + T <= c.max_seq, ArgError, "KV cache holds {} positions, asked for {}", c.max_seq,
+                     ctx.start + T);
+        const size_t row = size_t(Hkv * D);
+        std::memcpy(c.k[size_t(index)].data() + size_t(ctx.start) * row, k.data(), k.size() * 4);
+        std::memcpy(c.v[size_t(index)].data() + size_t(ctx.start) * row, v.data(), v.size() * 4);
+        K = c.k[size_t(index)].data();
+        V = c.v[size_t(index)].data();
+        S = ctx.start + T;
+      } else {
+        LOWBIT_CHECK(ctx.start == 0, ArgError, "a decoder layer without a cache must start at position 0");
+      }
+      st.a.resize(size_t(T * Hq * D));  // [T, Hq*D]
+      be.attention(q.data(), K, V, st.a.data(), T, S, Hq, Hkv, D, ctx.start, float(1.0 / std::sqrt(double(D))));
+      return;
+    }
+    case 1: {  // h = x + o_proj(att)
+      std::vector<float> o(size_t(T * d));  // [T, d]
+      linear_product(be, o_proj, in, T, o.data());
+      for (int64_t i = 0; i < T * d; ++i) st.x[size_t(i)] += o[size_t(i)];
+      st.a.clear();
+      st.a.shrink_to_fit();
+      return;
+    }
+    case 2: {  // a = silu(gate(n2)) ⊙ up(n2) [T, f]
+      std::vector<float> u(size_t(T * f));
+      st.a.resize(size_t(T * f));
+      linear_product(be, gate_proj, in, T, st.a.data());
+      linear_product(be, up_proj, in, T, u.data());
+      be.silu_mul(st.a.data(), u.data(), st.a.data(), T * f);
+      return;
+    }
+    case 3: {  // x' = h + down(a)
+      std::vector<float> o(size_t(T * d));  // [T, d]
+      linear_product(be, down_proj, in, T, o.data());
+      for (int64_t i = 0; i < T * d; ++i) st.x[size_t(i)] += o[size_t(i)];
+      st.a.clear();
+      st.a.shrink_to_fit();
+      return;
+    }
+  }
+  LOWBIT_ASSERT(false);
+}
+
+// ---- loading ------------------------------------------------------------------------------
 
 namespace {
 
 struct Src {
   const LlamaModel::TensorSource& get;
+  const LlamaModel::PackedSource& get_packed;
   const std::string& source;
 };
 
@@ -36,7 +170,19 @@ Tensor load_checked(const Src& st, const std::string& name, const Shape& want) {
 Linear load_linear(const Src& st, const std::string& name, int64_t out, int64_t in, bool bias) {
   Linear l;
   l.name = name;
-  l.W = load_checked(st, name + ".weight", {out, in});
+  l.n_out = out;
+  l.n_in = in;
+  std::shared_ptr<const PackedWeight> p = st.get_packed ? st.get_packed(name, out, in) : nullptr;
+  if (p) {
+    LOWBIT_CHECK(!st.get(name + ".weight").defined(), FormatError,
+                 "{}: linear '{}' is stored twice (as '{}.weight' and as packed codes)", st.source, name, name);
+    LOWBIT_CHECK(p->out == out && p->in == in, ShapeError,
+                 "{}: packed weight '{}' is [{}, {}] but config.json implies [{}, {}]", st.source, name, p->out, p->in,
+                 out, in);
+    l.qw = std::move(p);
+  } else {
+    l.W = load_checked(st, name + ".weight", {out, in});
+  }
   if (bias) l.bias = load_checked(st, name + ".bias", {out}).to(DType::F32);
   return l;
 }
@@ -51,40 +197,43 @@ LlamaModel LlamaModel::load(const std::string& dir) {
 
 LlamaModel LlamaModel::from_store(const LlamaConfig& cfg, const WeightStore& store, const std::string& dir) {
   TensorSource get = [&store](const std::string& name) { return store.has(name) ? store.get(name) : Tensor(); };
-  return from_source(cfg, get, store.source(), dir);
+  return from_source(cfg, get, {}, store.source(), dir);
 }
 
-LlamaModel LlamaModel::from_source(const LlamaConfig& cfg, const TensorSource& get, const std::string& source,
-                                   const std::string& dir) {
-  Src st{get, source};
+LlamaModel LlamaModel::from_source(const LlamaConfig& cfg, const TensorSource& get, const PackedSource& get_packed,
+                                   const std::string& source, const std::string& dir) {
+  Src st{get, get_packed, source};
   LlamaModel m;
   m.cfg = cfg;
   m.dir = dir;
   const int64_t d = cfg.hidden_size, f = cfg.intermediate_size, D = cfg.head_dim;
   const int64_t qd = cfg.num_heads * D, kvd = cfg.num_kv_heads * D;
-  m.embed = load_checked(st, "model.embed_tokens.weight", {cfg.vocab_size, d});
+  m.embed = load_checked(st, llama_names::kEmbed, {cfg.vocab_size, d});
   for (int64_t l = 0; l < cfg.num_layers; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    LlamaLayer L;
-    L.attn_norm = load_checked(st, p + "input_layernorm.weight", {d}).to(DType::F32);
-    L.mlp_norm = load_checked(st, p + "post_attention_layernorm.weight", {d}).to(DType::F32);
-    L.q_proj = load_linear(st, p + "self_attn.q_proj", qd, d, cfg.attention_bias);
-    L.k_proj = load_linear(st, p + "self_attn.k_proj", kvd, d, cfg.attention_bias);
-    L.v_proj = load_linear(st, p + "self_attn.v_proj", kvd, d, cfg.attention_bias);
-    L.o_proj = load_linear(st, p + "self_attn.o_proj", d, qd, cfg.o_bias);
-    L.gate_proj = load_linear(st, p + "mlp.gate_proj", f, d, cfg.mlp_bias);
-    L.up_proj = load_linear(st, p + "mlp.up_proj", f, d, cfg.mlp_bias);
-    L.down_proj = load_linear(st, p + "mlp.down_proj", d, f, cfg.mlp_bias);
+    auto name = [l](Role r) { return llama_names::module(l, r); };
+    LlamaLayer L = LlamaLayer::shaped(cfg, l);
+    L.attn_norm = load_checked(st, name(Role::attn_norm) + ".weight", {d}).to(DType::F32);
+    L.mlp_norm = load_checked(st, name(Role::mlp_norm) + ".weight", {d}).to(DType::F32);
+    L.q_proj = load_linear(st, name(Role::q_proj), qd, d, cfg.attention_bias);
+    L.k_proj = load_linear(st, name(Role::k_proj), kvd, d, cfg.attention_bias);
+    L.v_proj = load_linear(st, name(Role::v_proj), kvd, d, cfg.attention_bias);
+    L.o_proj = load_linear(st, name(Role::o_proj), d, qd, cfg.o_bias);
+    L.gate_proj = load_linear(st, name(Role::gate_proj), f, d, cfg.mlp_bias);
+    L.up_proj = load_linear(st, name(Role::up_proj), f, d, cfg.mlp_bias);
+    L.down_proj = load_linear(st, name(Role::down_proj), d, f, cfg.mlp_bias);
     m.layers.push_back(std::move(L));
   }
-  m.final_norm = load_checked(st, "model.norm.weight", {d}).to(DType::F32);
-  m.lm_head.name = "lm_head";
-  if (cfg.tie_word_embeddings && !get("lm_head.weight").defined()) {
+  m.final_norm = load_checked(st, llama_names::kFinalNorm, {d}).to(DType::F32);
+  const std::string head = llama_names::kLmHead;
+  const bool head_packed = get_packed && get_packed(head, cfg.vocab_size, d) != nullptr;
+  if (cfg.tie_word_embeddings && !head_packed && !get(head + ".weight").defined()) {
+    m.lm_head.name = head;
+    m.lm_head.n_out = cfg.vocab_size;
+    m.lm_head.n_in = d;
     m.lm_head.W = m.embed;
   } else {
-    m.lm_head.W = load_checked(st, "lm_head.weight", {cfg.vocab_size, d});
+    m.lm_head = load_linear(st, head, cfg.vocab_size, d, false);
   }
-  m.inv_freq = cfg.inv_freq();
   return m;
 }
 
@@ -97,6 +246,8 @@ KVCache LlamaModel::make_cache(int64_t max_seq) const {
   return c;
 }
 
+// ---- forward ------------------------------------------------------------------------------
+
 void LlamaModel::embed_tokens(const int32_t* ids, int64_t T, float* x) const {
   const int64_t d = cfg.hidden_size;
   const size_t es = dtype_size(embed.dtype());
@@ -108,75 +259,19 @@ void LlamaModel::embed_tokens(const int32_t* ids, int64_t T, float* x) const {
   }
 }
 
-void LlamaModel::run_linear(const Linear& lin, const float* x, int64_t rows, float* y, const Observer& obs) const {
-  const float* in = x;
-  std::vector<float> tmp;
-  if (lin.pre) {
-    tmp.assign(x, x + rows * lin.in());
-    lin.pre(tmp.data(), rows, lin.in());
-    in = tmp.data();
-  }
-  if (obs) obs(lin.name, in, rows, lin.in());
-  backend->linear(in, rows, lin.W, y, lin.bias.defined() ? lin.bias.data<float>() : nullptr);
-}
-
-void LlamaModel::layer_forward(int64_t l, float* x, int64_t T, int64_t start, KVCache* cache,
-                               const Observer& obs) const {
-  const LlamaLayer& L = layers.at(static_cast<size_t>(l));
-  const int64_t d = cfg.hidden_size, D = cfg.head_dim, Hq = cfg.num_heads, Hkv = cfg.num_kv_heads;
-  const int64_t f = cfg.intermediate_size;
-  Backend& be = *backend;
-
-  std::vector<float> h(static_cast<size_t>(T * d));                                       // [T, d]
-  std::vector<float> q(static_cast<size_t>(T * Hq * D)), k(static_cast<size_t>(T * Hkv * D)), v(static_cast<size_t>(T * Hkv * D));
-  be.rmsnorm(x, L.attn_norm.defined() ? L.attn_norm.data<float>() : nullptr, h.data(), T, d, float(cfg.rms_eps));
-  run_linear(L.q_proj, h.data(), T, q.data(), obs);                        // [T, Hq*D]
-  run_linear(L.k_proj, h.data(), T, k.data(), obs);                        // [T, Hkv*D]
-  run_linear(L.v_proj, h.data(), T, v.data(), obs);                        // [T, Hkv*D]
-
-  std::vector<int32_t> pos(static_cast<size_t>(T));
-  for (int64_t t = 0; t < T; ++t) pos[size_t(t)] = int32_t(start + t);
-  be.rope(q.data(), T, Hq, D, pos.data(), inv_freq.data());
-  be.rope(k.data(), T, Hkv, D, pos.data(), inv_freq.data());
-  if (L.post_rope) L.post_rope(q.data(), k.data(), v.data(), T);
-
-  const float* K = k.data();
-  const float* V = v.data();
-  int64_t S = T;
-  if (cache) {
-    LOWBIT_CHECK(start + T <= cache->max_seq, ArgError, "KV cache holds {} positions, asked for {}", cache->max_seq,
-                 start + T);
-    const size_t row = size_t(Hkv * D);
-    std::memcpy(cache->k[size_t(l)].data() + size_t(start) * row, k.data(), k.size() * 4);
-    std::memcpy(cache->v[size_t(l)].data() + size_t(start) * row, v.data(), v.size() * 4);
-    K = cache->k[size_t(l)].data();
-    V = cache->v[size_t(l)].data();
-    S = start + T;
-  } else {
-    LOWBIT_CHECK(start == 0, ArgError, "layer_forward without a cache must start at position 0");
-  }
-  std::vector<float> att(static_cast<size_t>(T * Hq * D));                               // [T, Hq*D]
-  be.attention(q.data(), K, V, att.data(), T, S, Hq, Hkv, D, start, float(1.0 / std::sqrt(double(D))));
-  std::vector<float> o(static_cast<size_t>(T * d));                                       // [T, d]
-  run_linear(L.o_proj, att.data(), T, o.data(), obs);
-  for (int64_t i = 0; i < T * d; ++i) x[i] += o[size_t(i)];
-
-  be.rmsnorm(x, L.mlp_norm.defined() ? L.mlp_norm.data<float>() : nullptr, h.data(), T, d, float(cfg.rms_eps));
-  std::vector<float> g(static_cast<size_t>(T * f)), u(static_cast<size_t>(T * f));                     // [T, f]
-  run_linear(L.gate_proj, h.data(), T, g.data(), obs);
-  run_linear(L.up_proj, h.data(), T, u.data(), obs);
-  be.silu_mul(g.data(), u.data(), g.data(), T * f);
-  run_linear(L.down_proj, g.data(), T, o.data(), obs);
-  for (int64_t i = 0; i < T * d; ++i) x[i] += o[size_t(i)];
+void LlamaModel::final_hidden(const float* x, int64_t T, float* h) const {
+  backend->rmsnorm(x, final_norm.defined() ? final_norm.data<float>() : nullptr, h, T, cfg.hidden_size,
+                   float(cfg.rms_eps));
 }
 
 void LlamaModel::head(const float* x, int64_t T, float* logits, const ForwardOptions& opt) const {
   const int64_t d = cfg.hidden_size;
-  std::vector<float> h(static_cast<size_t>(T * d));
-  backend->rmsnorm(x, final_norm.defined() ? final_norm.data<float>() : nullptr, h.data(), T, d,
-                   float(cfg.rms_eps));
+  std::vector<float> h(static_cast<size_t>(T * d)), buf;  // [T, d]
+  final_hidden(x, T, h.data());
   if (opt.hidden_hook) opt.hidden_hook(cfg.num_layers, h.data(), T, d);
-  run_linear(lm_head, h.data(), T, logits, opt.observer);
+  const float* in = linear_input(lm_head, h.data(), T, opt.act_quant, buf);
+  if (opt.observer) opt.observer(lm_head.name, in, T, d);
+  linear_product(*backend, lm_head, in, T, logits);
 }
 
 Tensor LlamaModel::forward(const int32_t* ids, int64_t T, KVCache* cache, const ForwardOptions& opt) {
@@ -186,25 +281,46 @@ Tensor LlamaModel::forward(const int32_t* ids, int64_t T, KVCache* cache, const 
                "sequence of {} tokens exceeds the model's context of {} (max_position_embeddings)", start + T,
                cfg.max_position);
   const int64_t d = cfg.hidden_size;
-  std::vector<float> x(static_cast<size_t>(T * d));  // [T, d] residual stream
-  embed_tokens(ids, T, x.data());
+  BlockState st;
+  st.T = T;
+  st.x.resize(static_cast<size_t>(T * d));  // [T, d] residual stream
+  embed_tokens(ids, T, st.x.data());
+  BlockCtx ctx;
+  ctx.act_quant = opt.act_quant;
+  ctx.observer = opt.observer ? &opt.observer : nullptr;
+  ctx.cache = cache;
+  ctx.start = start;
   for (int64_t l = 0; l < cfg.num_layers; ++l) {
-    if (opt.hidden_hook) opt.hidden_hook(l, x.data(), T, d);
-    layer_forward(l, x.data(), T, start, cache, opt.observer);
+    if (opt.hidden_hook) opt.hidden_hook(l, st.x.data(), T, d);
+    layers[size_t(l)].forward(st, ctx);
   }
   if (cache) cache->len = start + T;
   const int64_t rows = opt.last_only ? 1 : T;
   Tensor logits = Tensor::empty({rows, cfg.vocab_size});
-  head(x.data() + (T - rows) * d, rows, logits.f32(), opt);
+  head(st.x.data() + (T - rows) * d, rows, logits.f32(), opt);
   return logits;
+}
+
+std::vector<Block*> LlamaModel::blocks() {
+  std::vector<Block*> b;
+  for (auto& L : layers) b.push_back(&L);
+  return b;
+}
+
+std::vector<Linear*> LlamaModel::all_linears() {
+  std::vector<Linear*> out;
+  for (auto& L : layers)
+    for (Linear* l : L.linears()) out.push_back(l);
+  out.push_back(&lm_head);
+  return out;
 }
 
 int64_t LlamaModel::num_parameters() const {
   int64_t n = embed.numel() + final_norm.numel();
-  if (lm_head.W.raw() != embed.raw()) n += lm_head.W.numel();
-  for (auto& L : layers) {
+  if (!lm_head.W.defined() || lm_head.W.raw() != embed.raw()) n += lm_head.out() * lm_head.in();
+  for (const auto& L : layers) {
     n += L.attn_norm.numel() + L.mlp_norm.numel();
-    for (auto* lin : const_cast<LlamaLayer&>(L).linears()) n += lin->W.numel() + (lin->bias.defined() ? lin->bias.numel() : 0);
+    for (const Linear* lin : L.linears()) n += lin->out() * lin->in() + (lin->bias.defined() ? lin->bias.numel() : 0);
   }
   return n;
 }

@@ -11,23 +11,6 @@
 
 namespace lowbit {
 
-uint64_t NormalRng::next_u64() {
-  uint64_t z = (s_ += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-double NormalRng::uniform() { return double(next_u64() >> 11) * 0x1.0p-53; }
-double NormalRng::normal() {
-  if (have_) { have_ = false; return spare_; }
-  double u1 = uniform(), u2 = uniform();
-  if (u1 < 1e-300) u1 = 1e-300;
-  double r = std::sqrt(-2.0 * std::log(u1)), th = 2.0 * M_PI * u2;
-  spare_ = r * std::sin(th);
-  have_ = true;
-  return r * std::cos(th);
-}
-
 LlamaConfig write_synthetic_model(const std::string& dir, const SynthSpec& sp) {
   LOWBIT_CHECK(sp.hidden % sp.heads == 0 && sp.heads % sp.kv_heads == 0 && (sp.hidden / sp.heads) % 2 == 0, ArgError,
                "synthetic model: hidden {} / heads {} / kv heads {} do not fit", sp.hidden, sp.heads, sp.kv_heads);

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "core/dtype.h"
+#include "core/rng.h"  // NormalRng (used with these helpers)
 #include "models/config.h"
 
 namespace lowbit {
@@ -14,20 +15,6 @@ struct SynthSpec {
   uint64_t seed = 1;
   DType dtype = DType::F32;
   float init_std = 0.02f;
-};
-
-// Standard normal stream (splitmix64 + Box–Muller): identical on every platform.
-class NormalRng {
- public:
-  explicit NormalRng(uint64_t seed) : s_(seed) {}
-  uint64_t next_u64();
-  double uniform();  // [0, 1)
-  double normal();
-
- private:
-  uint64_t s_;
-  bool have_ = false;
-  double spare_ = 0;
 };
 
 // Writes config.json, model.safetensors, tokenizer.json (byte-fallback BPE over

@@ -1,7 +1,7 @@
 #include "quant/calibration.h"
 
 #include "core/error.h"
-#include "models/synth.h"
+#include "core/rng.h"
 
 namespace lowbit {
 

@@ -10,7 +10,10 @@
 #include "io/safetensors.h"
 #include "quant/rotation.h"
 #include "quant/runtime.h"
+#include "models/llama_names.h"
+
 #include <cstring>
+#include <set>
 
 namespace lowbit {
 
@@ -40,57 +43,11 @@ namespace {
 
 const char* kQuantFile = "lowbit_quant.json";
 
-Tensor i32_tensor(const std::vector<int32_t>& v, Shape shape) {
-  Tensor t = Tensor::empty(shape, DType::I32);
-  std::memcpy(t.raw(), v.data(), v.size() * 4);
-  return t;
-}
-Tensor f32_tensor(const std::vector<float>& v, Shape shape) { return Tensor::from_vector(v, shape); }
-
-void add_quantized(std::vector<std::pair<std::string, Tensor>>& ts, const std::string& name, const QuantizedWeight& q) {
-  const int off = q.sym ? (1 << (q.bits - 1)) : 0;  // stored unsigned
-  std::vector<int32_t> u(q.codes.size());
-  for (size_t i = 0; i < u.size(); ++i) u[i] = q.codes[i] + off;
-  const int64_t row_bytes = (q.in * q.bits + 7) / 8;
-  Tensor packed = Tensor::empty({q.out, row_bytes}, DType::U8);
-  for (int64_t r = 0; r < q.out; ++r) {
-    std::vector<int32_t> row(u.begin() + r * q.in, u.begin() + (r + 1) * q.in);
-    std::vector<uint8_t> p = pack_codes(row, q.bits);
-    std::memcpy(packed.data<uint8_t>() + r * row_bytes, p.data(), p.size());
-  }
-  std::vector<int32_t> z(q.zeros.size());
-  for (size_t i = 0; i < z.size(); ++i) z[i] = int32_t(q.zeros[i]) + off;
-  ts.push_back({name + ".qweight", packed});
-  ts.push_back({name + ".scales", f32_tensor(q.scales, {q.out, q.ngroups})});
-  ts.push_back({name + ".qzeros", i32_tensor(z, {q.out, q.ngroups})});
-  ts.push_back({name + ".g_idx", i32_tensor(q.g_idx, {q.in})});
-}
-
-// Reads X.qweight/scales/qzeros/g_idx back into f32 weights [out, in].
-Tensor dequantize_stored(const WeightStore& st, const std::string& name, int bits, bool sym) {
-  Tensor pk = st.get(name + ".qweight"), sc = st.get(name + ".scales"), zr = st.get(name + ".qzeros"),
-         gi = st.get(name + ".g_idx");
-  LOWBIT_CHECK(pk.dtype() == DType::U8 && sc.dtype() == DType::F32 && zr.dtype() == DType::I32 &&
-                   gi.dtype() == DType::I32 && pk.dim() == 2 && sc.dim() == 2 && gi.dim() == 1,
-               FormatError, "{}: quantized tensor '{}' has unexpected dtypes or ranks", st.source(), name);
-  const int64_t out = pk.size(0), in = gi.size(0), ng = sc.size(1);
-  LOWBIT_CHECK(pk.size(1) == (in * bits + 7) / 8 && sc.size(0) == out && zr.shape() == sc.shape(), FormatError,
-               "{}: quantized tensor '{}' shapes do not fit together", st.source(), name);
-  const int off = sym ? (1 << (bits - 1)) : 0;
-  const int32_t* g = gi.data<int32_t>();
-  for (int64_t c = 0; c < in; ++c)
-    LOWBIT_CHECK(g[c] >= 0 && g[c] < ng, FormatError, "{}: '{}.g_idx' entry {} out of range", st.source(), name, c);
-  Tensor W = Tensor::empty({out, in}, DType::F32);
-  const float* s = sc.data<float>();
-  const int32_t* z = zr.data<int32_t>();
-  for (int64_t r = 0; r < out; ++r) {
-    std::vector<int32_t> u = unpack_codes(pk.data<uint8_t>() + r * pk.size(1), size_t(in), bits);
-    for (int64_t c = 0; c < in; ++c) {
-      const int64_t k = r * ng + g[c];
-      W.f32()[r * in + c] = dequantize_code(float(u[size_t(c)] - off), QParams{s[k], float(z[k] - off)});
-    }
-  }
-  return W;
+void add_packed(std::vector<std::pair<std::string, Tensor>>& ts, const std::string& name, const PackedWeight& p) {
+  ts.push_back({name + ".qweight", p.qweight});
+  ts.push_back({name + ".scales", p.scales});
+  ts.push_back({name + ".qzeros", p.qzeros});
+  ts.push_back({name + ".g_idx", p.g_idx});
 }
 
 }  // namespace
@@ -99,6 +56,7 @@ bool is_quantized_checkpoint(const std::string& dir) { return fs::exists(fs::pat
 
 void save_quantized(const LlamaModel& m, const QuantizedModel& q, const std::string& src_dir,
                     const std::string& out_dir) {
+  using llama_names::Role;
   const QuantRuntime& rt = *q.runtime;
   LOWBIT_CHECK(!out_dir.empty(), ArgError, "--out is empty");
   const fs::path out(out_dir);
@@ -111,35 +69,33 @@ void save_quantized(const LlamaModel& m, const QuantizedModel& q, const std::str
   fs::create_directories(tmp);
   try {
     std::vector<std::pair<std::string, Tensor>> ts;
-    auto plain = [&](const std::string& name, const Tensor& t) { ts.push_back({name, t.to(t.dtype())}); };
+    nlohmann::json qlin = nlohmann::json::object();
+    auto plain = [&](const std::string& name, const Tensor& t) { ts.push_back({name, t}); };
     auto ones = [&](int64_t d) { return Tensor::from_vector(std::vector<float>(static_cast<size_t>(d), 1.0f), {d}); };
-    const int64_t d = m.cfg.hidden_size;
-    plain("model.embed_tokens.weight", m.embed);
-    for (size_t l = 0; l < m.layers.size(); ++l) {
-      const LlamaLayer& L = m.layers[l];
-      const std::string p = "model.layers." + std::to_string(l) + ".";
-      // Norm weights folded into the linears by the rotation are stored as ones (x·1 = x exactly).
-      plain(p + "input_layernorm.weight", L.attn_norm.defined() ? L.attn_norm : ones(d));
-      plain(p + "post_attention_layernorm.weight", L.mlp_norm.defined() ? L.mlp_norm : ones(d));
-      for (Linear* lin : const_cast<LlamaLayer&>(L).linears()) {
-        auto it = q.weights.find(lin->name);
-        if (it != q.weights.end())
-          add_quantized(ts, lin->name, it->second);
-        else
-          plain(lin->name + ".weight", lin->W);
-        if (lin->bias.defined()) plain(lin->name + ".bias", lin->bias);
+    auto linear = [&](const Linear& lin) {
+      if (lin.quantized()) {
+        add_packed(ts, lin.name, *lin.qw);
+        qlin[lin.name] = {{"bits", lin.qw->bits}, {"sym", lin.qw->sym}, {"groupsize", lin.qw->groupsize}};
+      } else {
+        plain(lin.name + ".weight", lin.W);
       }
+      if (lin.bias.defined()) plain(lin.name + ".bias", lin.bias);
+    };
+    const int64_t d = m.cfg.hidden_size;
+    plain(llama_names::kEmbed, m.embed);
+    for (const LlamaLayer& L : m.layers) {
+      // Norm weights folded into the linears by the rotation are stored as ones (x·1 = x exactly).
+      plain(llama_names::module(L.index, Role::attn_norm) + ".weight", L.attn_norm.defined() ? L.attn_norm : ones(d));
+      plain(llama_names::module(L.index, Role::mlp_norm) + ".weight", L.mlp_norm.defined() ? L.mlp_norm : ones(d));
+      for (const Linear* lin : L.linears()) linear(*lin);
     }
-    plain("model.norm.weight", m.final_norm.defined() ? m.final_norm : ones(d));
-    const bool tied = m.lm_head.W.raw() == m.embed.raw();
-    if (auto it = q.weights.find("lm_head"); it != q.weights.end())
-      add_quantized(ts, "lm_head", it->second);
-    else if (!tied)
-      plain("lm_head.weight", m.lm_head.W);
+    plain(llama_names::kFinalNorm, m.final_norm.defined() ? m.final_norm : ones(d));
+    const bool tied = !m.lm_head.quantized() && m.lm_head.W.raw() == m.embed.raw();
+    if (!tied) linear(m.lm_head);
     save_safetensors((tmp / "model.safetensors").string(), ts, {{"format", "pt"}, {"lowbit", "fakequant-v1"}});
 
     LlamaConfig cfg = m.cfg;
-    cfg.tie_word_embeddings = tied && !q.weights.count("lm_head");
+    cfg.tie_word_embeddings = tied;
     write_file_atomic((tmp / "config.json").string(), cfg.to_json().dump(2) + "\n");
     for (const char* f : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
                           "generation_config.json"})
@@ -157,10 +113,8 @@ void save_quantized(const LlamaModel& m, const QuantizedModel& q, const std::str
                         {"rotated", rt.rotated},
                         {"rotate_seed", rt.cfg.rotate_seed},
                         {"asym_decisions", rt.asym},
-                        {"quantized_linears", nlohmann::json::object()},
+                        {"quantized_linears", qlin},
                         {"report", q.report}};
-    for (auto& [name, w] : q.weights)
-      j["quantized_linears"][name] = {{"bits", w.bits}, {"sym", w.sym}, {"groupsize", w.groupsize}};
     write_file_atomic((tmp / kQuantFile).string(), j.dump(2) + "\n");
     // Swap in: an older checkpoint at `out` is replaced only after the new one is complete.
     if (fs::exists(out)) fs::remove_all(out);
@@ -172,8 +126,7 @@ void save_quantized(const LlamaModel& m, const QuantizedModel& q, const std::str
   }
 }
 
-LlamaModel load_model(const std::string& dir) {
-  if (!is_quantized_checkpoint(dir)) return LlamaModel::load(dir);
+LlamaModel load_quantized(const std::string& dir) {
   const std::string qpath = (fs::path(dir) / kQuantFile).string();
   nlohmann::json j;
   try {
@@ -181,32 +134,57 @@ LlamaModel load_model(const std::string& dir) {
   } catch (const nlohmann::json::exception& e) {
     throw FormatError(fmt::format("{}: invalid JSON ({})", qpath, e.what()));
   }
-  LOWBIT_CHECK(j.value("format", "") == "lowbit-fakequant" && j.value("format_version", 0) == 1, FormatError,
-               "{}: not a lowbit-fakequant v1 checkpoint", qpath);
-  auto rt = std::make_shared<QuantRuntime>();
+  LOWBIT_CHECK(j.is_object() && j.value("format", "") == "lowbit-fakequant" && j.value("format_version", 0) == 1,
+               FormatError, "{}: not a lowbit-fakequant v1 checkpoint", qpath);
+  QuantRuntime rt;
+  std::map<std::string, std::pair<int, bool>> qlin;
   try {
-    rt->cfg = QuantConfig::from_json(j.at("quant_config"));
-    rt->rotated = j.at("rotated").get<bool>();
-    rt->asym = j.at("asym_decisions").get<std::map<std::string, bool>>();
+    rt.cfg = QuantConfig::from_json(j.at("quant_config"));
+    rt.rotated = j.at("rotated").get<bool>();
+    rt.asym = j.at("asym_decisions").get<std::map<std::string, bool>>();
+    for (auto& [name, v] : j.at("quantized_linears").items())
+      qlin[name] = {v.at("bits").get<int>(), v.at("sym").get<bool>()};
   } catch (const nlohmann::json::exception& e) {
     throw FormatError(fmt::format("{}: {}", qpath, e.what()));
   }
-  std::map<std::string, std::pair<int, bool>> qlin;
-  for (auto& [name, v] : j.at("quantized_linears").items()) qlin[name] = {v.at("bits").get<int>(), v.at("sym").get<bool>()};
+  LOWBIT_CHECK(rt.rotated == rt.cfg.rotate, FormatError, "{}: \"rotated\": {} contradicts the config's rotate: {}",
+               qpath, rt.rotated, rt.cfg.rotate);
   LlamaConfig cfg = LlamaConfig::load(dir);
   WeightStore st = WeightStore::open_dir(dir);
-  LlamaModel::TensorSource get = [&](const std::string& tname) -> Tensor {
-    if (st.has(tname)) return st.get(tname);
-    const std::string suffix = ".weight";
-    if (tname.size() > suffix.size() && tname.ends_with(suffix)) {
-      std::string lin = tname.substr(0, tname.size() - suffix.size());
-      if (auto it = qlin.find(lin); it != qlin.end()) return dequantize_stored(st, lin, it->second.first, it->second.second);
+  LlamaModel::TensorSource get = [&](const std::string& name) { return st.has(name) ? st.get(name) : Tensor(); };
+  std::set<std::string> used;
+  LlamaModel::PackedSource get_packed = [&](const std::string& lin, int64_t out,
+                                            int64_t in) -> std::shared_ptr<const PackedWeight> {
+    auto it = qlin.find(lin);
+    const bool stored = st.has(lin + ".qweight");
+    if (it == qlin.end()) {
+      LOWBIT_CHECK(!stored, FormatError, "{}: '{}.qweight' is stored but {} does not list '{}' as quantized",
+                   st.source(), lin, qpath, lin);
+      return nullptr;
     }
-    return Tensor();
+    for (const char* part : {".qweight", ".scales", ".qzeros", ".g_idx"})
+      LOWBIT_CHECK(st.has(lin + part), FormatError, "{}: missing tensor '{}{}' of quantized linear '{}'", st.source(),
+                   lin, part, lin);
+    auto p = std::make_shared<PackedWeight>();
+    p->bits = it->second.first;
+    p->sym = it->second.second;
+    p->out = out;
+    p->in = in;
+    p->qweight = st.get(lin + ".qweight");
+    p->scales = st.get(lin + ".scales");
+    p->qzeros = st.get(lin + ".qzeros");
+    p->g_idx = st.get(lin + ".g_idx");
+    p->ngroups = p->scales.dim() == 2 ? p->scales.size(1) : 0;
+    p->validate(st.source() + ": " + lin);
+    used.insert(lin);
+    return p;
   };
-  LlamaModel m = LlamaModel::from_source(cfg, get, dir, dir);
-  if (rt->rotated) {
-    rt->rot = make_online_rotations(cfg, rt->cfg.rotate_seed);
+  LlamaModel m = LlamaModel::from_source(cfg, get, get_packed, dir, dir);
+  for (auto& [name, v] : qlin)
+    LOWBIT_CHECK(used.count(name), FormatError, "{}: lists '{}' as quantized, but the model has no such linear", qpath,
+                 name);
+  if (rt.rotated) {
+    rt.rot = make_online_rotations(cfg, rt.cfg.rotate_seed);
     // The fused norms are stored as ones; drop them so the forward is scale-free as when quantized.
     for (auto& L : m.layers) {
       L.attn_norm = Tensor();
@@ -215,7 +193,7 @@ LlamaModel load_model(const std::string& dir) {
     m.final_norm = Tensor();
   }
   install_runtime(m, rt);
-  log_info(fmt::format("loaded quantized checkpoint {} ({})", dir, rt->cfg.summary()));
+  log_info(fmt::format("loaded quantized checkpoint {} ({})", dir, rt.cfg.summary()));
   return m;
 }
 

@@ -9,6 +9,7 @@
 //                            X.scales   F32 [out, groups]
 //                            X.qzeros   I32 [out, groups]   (stored like the codes)
 //                            X.g_idx    I32 [in]            group of each input column
+//                          (nn/linear.h PackedWeight; loading keeps them packed and mmap'd)
 //   lowbit_quant.json      {"format": "lowbit-fakequant", "format_version": 1, the full
 //                           versioned quantization config, rotation seed and Hadamard
 //                           constructions, per-site auto-asym decisions}
@@ -16,20 +17,21 @@
 // failed run leaves nothing half-written.
 #pragma once
 #include <string>
+#include <vector>
 
 #include "models/llama.h"
-#include "quant/pipeline.h"
+#include "quant/driver.h"
 
 namespace lowbit {
 
 void save_quantized(const LlamaModel& m, const QuantizedModel& q, const std::string& src_dir,
                     const std::string& out_dir);
 
-// Loads a plain HF model directory or a lowbit quantized checkpoint (runtime hooks installed).
-LlamaModel load_model(const std::string& dir);
+// Loads a lowbit quantized checkpoint: codes stay packed, runtime quantizers installed.
+LlamaModel load_quantized(const std::string& dir);
 bool is_quantized_checkpoint(const std::string& dir);
 
-// Bit-packing of unsigned codes (exposed for tests).
+// Bit-packing of unsigned codes (a plain reference for tests).
 std::vector<uint8_t> pack_codes(const std::vector<int32_t>& codes, int bits);
 std::vector<int32_t> unpack_codes(const uint8_t* packed, size_t n, int bits);
 

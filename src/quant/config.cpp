@@ -38,6 +38,8 @@ void QuantConfig::validate() const {
   LOWBIT_CHECK(v2_alpha >= 0.0, ArgError, "--v2_alpha {} must be >= 0", v2_alpha);
   LOWBIT_CHECK(!(use_v2 && w_rtn), ArgError, "--use_v2 (GPTAQ) and --w_rtn exclude each other");
   LOWBIT_CHECK(!(static_groups && w_groupsize < 0), ArgError, "--static_groups needs --w_groupsize");
+  LOWBIT_CHECK(rotate_mode == "hadamard" || rotate_mode == "random", ArgError,
+               "--rotate_mode '{}' is not supported: use hadamard or random", rotate_mode);
   LOWBIT_CHECK(auto_asym_t1 >= 0 && auto_asym_t2 >= 0, ArgError, "--auto_asym thresholds must be >= 0");
 }
 
@@ -55,7 +57,8 @@ nlohmann::json QuantConfig::to_json() const {
           {"kv_cache", {{"k_bits", k_bits}, {"v_bits", v_bits}, {"k_groupsize", k_groupsize},
                         {"v_groupsize", v_groupsize}, {"k_asym", k_asym}, {"v_asym", v_asym},
                         {"k_clip_ratio", k_clip_ratio}, {"v_clip_ratio", v_clip_ratio}}},
-          {"rotation", {{"rotate", rotate}, {"rotate_seed", rotate_seed}, {"fp32_had", fp32_had}}},
+          {"rotation", {{"rotate", rotate}, {"rotate_seed", rotate_seed}, {"rotate_mode", rotate_mode},
+                        {"fp32_had", fp32_had}}},
           {"calibration", {{"cal_dataset", cal_dataset}, {"cal_begin", cal_begin}, {"cal_end", cal_end},
                            {"nsamples", nsamples}, {"cal_seqlen", cal_seqlen}, {"seed", seed},
                            {"enable_aq_calibration", enable_aq_calibration}}}};
@@ -65,7 +68,7 @@ QuantConfig QuantConfig::from_json(const nlohmann::json& j) {
   QuantConfig c;
   try {
     int v = j.at("lowbit_quant_config_version").get<int>();
-    LOWBIT_CHECK(v == kVersion, FormatError, "quantization config version {} is not supported (this lowbit reads {})",
+    LOWBIT_CHECK(v == 1 || v == kVersion, FormatError, "quantization config version {} is not supported (this lowbit reads {})",
                  v, kVersion);
     c.recipe = j.value("recipe", "");
     auto& w = j.at("weights");
@@ -102,7 +105,9 @@ QuantConfig QuantConfig::from_json(const nlohmann::json& j) {
     auto& r = j.at("rotation");
     c.rotate = r.at("rotate");
     c.rotate_seed = r.at("rotate_seed");
-    c.fp32_had = r.at("fp32_had");
+    // v1 accepted fp32_had but always ran the transforms in f32.
+    c.fp32_had = v == 1 ? true : r.at("fp32_had").get<bool>();
+    c.rotate_mode = v == 1 ? "hadamard" : r.at("rotate_mode").get<std::string>();
     auto& cal = j.at("calibration");
     c.cal_dataset = cal.at("cal_dataset");
     c.cal_begin = cal.at("cal_begin");
@@ -122,7 +127,8 @@ std::string QuantConfig::summary() const {
   std::string s = fmt::format("W{}A{}KV{}", w_bits, a_bits, std::min(k_bits, v_bits) == std::max(k_bits, v_bits)
                                                              ? std::to_string(k_bits)
                                                              : fmt::format("{}/{}", k_bits, v_bits));
-  if (rotate) s += " rotate";
+  if (rotate) s += rotate_mode == "random" ? " rotate(random)" : " rotate";
+  if (rotate && !fp32_had) s += " fp16_had";
   if (w_bits < 16) {
     s += w_rtn ? " rtn" : (use_v2 ? " gptaq" : " gptq");
     s += fmt::format(" w:{}{}", w_asym ? "asym" : "sym", w_groupsize > 0 ? fmt::format(" g{}", w_groupsize) : "");

@@ -11,7 +11,7 @@
 namespace lowbit {
 
 struct QuantConfig {
-  static constexpr int kVersion = 1;
+  static constexpr int kVersion = 2;  // 2: rotate_mode; fp32_had is real (v1 files read as fp32_had)
 
   // ---- weights
   int w_bits = 16;              // 16: keep
@@ -46,7 +46,10 @@ struct QuantConfig {
   // ---- rotation
   bool rotate = false;
   uint64_t rotate_seed = 0;     // defaults to `seed`
-  bool fp32_had = false;        // accepted; lowbit's online transforms always run in f32
+  std::string rotate_mode = "hadamard";  // R1: "hadamard" (diag(signs)·H) | "random" (random orthogonal), QuaRot's --rotate_mode
+  // Online Hadamards in f32 (lowbit's default: its activations are f32). false = QuaRot
+  // without --fp32_had: the transform's input and output are rounded to f16.
+  bool fp32_had = true;
 
   // ---- calibration
   std::string cal_dataset;

@@ -13,6 +13,7 @@
 #include <random>
 
 #include "core/error.h"
+#include "core/rng.h"
 
 namespace lowbit {
 namespace {
@@ -396,13 +397,6 @@ std::vector<double> random_orthogonal(int64_t K, uint64_t seed) {
 }
 
 constexpr int64_t kMaxRandomOrder = 2047;
-
-uint64_t splitmix64(uint64_t& st) {
-  uint64_t z = (st += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
 
 // ---- the transform ------------------------------------------------------------------------
 

@@ -2,10 +2,15 @@
 //
 // With scale-free RMSNorm (weights folded into the next linears, W ← W·diag(g)),
 // RMSNorm(x·Q) = RMSNorm(x)·Q for orthogonal Q, so rotating the residual stream by
-// R1 = diag(s)·H_d (random signs s, Hadamard H_d) changes no output when
+// an orthogonal R1 changes no output when
 //   E ← E·R1                       (embedding rows)
 //   W_in ← W_in·R1                 (q, k, v, gate, up, lm_head: read the stream)
 //   W_out ← R1ᵀ·W_out, b ← b·R1     (o, down: write the stream)
+// R1 by --rotate_mode:
+//   hadamard: R1 = diag(s)·H_d, seeded random signs s, Hadamard H_d (fast transform);
+//   random:   R1 = Q·diag(sign(diag R)) where G = Q·R is the QR of a seeded d×d
+//             standard Gaussian G: Haar-distributed on O(d) (Mezzadri 2007); dense,
+//             fused with GEMMs. Nothing of R1 runs online in either mode.
 // R2 = H_D per head: v' = v·H_D (W_v[h] ← H_Dᵀ·W_v[h]); o_proj's input gets the
 // full (H_Hq ⊗ H_D), of which the cross-head H_Hq ⊗ I part runs online:
 //   W_o ← W_o·(H_Hq ⊗ H_D).
@@ -15,10 +20,13 @@
 // Row-vector convention throughout: Hadamard::apply(x) computes x ← x·H.
 #include "quant/rotation.h"
 
+#include <lapacke.h>
+
 #include <cstring>
 #include <vector>
 
 #include "core/error.h"
+#include "core/rng.h"
 
 namespace lowbit {
 namespace {
@@ -42,6 +50,15 @@ void rotate_rows(float* X, int64_t rows, int64_t n, const std::vector<float>& s,
   H.apply(X, rows);
 }
 
+// R1 in either form: diag(s)·H_d (H set) or a dense Q [d, d] row-major (Q non-empty).
+struct R1 {
+  std::vector<float> s;
+  const Hadamard* H = nullptr;
+  std::vector<float> Q;
+  Backend* be = nullptr;
+  int64_t d = 0;
+};
+
 std::vector<float> transpose(const float* A, int64_t r, int64_t c) {
   std::vector<float> T(static_cast<size_t>(r * c));
   for (int64_t i = 0; i < r; ++i)
@@ -49,28 +66,69 @@ std::vector<float> transpose(const float* A, int64_t r, int64_t c) {
   return T;
 }
 
+// X[rows, d] ← X·R1
+void r1_right(const R1& r, float* X, int64_t rows) {
+  if (r.Q.empty()) return rotate_rows(X, rows, r.d, r.s, *r.H);
+  std::vector<float> Y(static_cast<size_t>(rows * r.d));
+  r.be->gemm(false, false, rows, r.d, r.d, 1.0f, X, r.d, r.Q.data(), r.d, 0.0f, Y.data(), r.d);
+  std::memcpy(X, Y.data(), Y.size() * 4);
+}
+
+// W[d, cols] ← R1ᵀ·W
+void r1_left_t(const R1& r, float* W, int64_t cols) {
+  if (r.Q.empty()) {
+    std::vector<float> Wt = transpose(W, r.d, cols);  // [cols, d]: rows are columns of W
+    rotate_rows(Wt.data(), cols, r.d, r.s, *r.H);
+    std::vector<float> back = transpose(Wt.data(), cols, r.d);
+    std::memcpy(W, back.data(), back.size() * 4);
+    return;
+  }
+  std::vector<float> Y(static_cast<size_t>(r.d * cols));
+  r.be->gemm(true, false, r.d, cols, r.d, 1.0f, r.Q.data(), r.d, W, cols, 0.0f, Y.data(), cols);
+  std::memcpy(W, Y.data(), Y.size() * 4);
+}
+
 // W ← W·R1 (R1 acting on the input dimension)
-void rotate_input(Linear& L, const std::vector<float>& s, const Hadamard& H) {
+void rotate_input(Linear& L, const R1& r) {
   L.W = f32_copy(L.W);
-  rotate_rows(L.W.f32(), L.out(), L.in(), s, H);
+  r1_right(r, L.W.f32(), L.out());
 }
 
 // W ← R1ᵀ·W, b ← b·R1 (R1 acting on the output dimension)
-void rotate_output(Linear& L, const std::vector<float>& s, const Hadamard& H) {
-  const int64_t out = L.out(), in = L.in();
+void rotate_output(Linear& L, const R1& r) {
   Tensor W = f32_copy(L.W);
-  std::vector<float> Wt = transpose(W.f32(), out, in);  // [in, out]: rows are columns of W
-  rotate_rows(Wt.data(), in, out, s, H);
-  std::vector<float> back = transpose(Wt.data(), in, out);
-  std::memcpy(W.f32(), back.data(), back.size() * 4);
+  r1_left_t(r, W.f32(), L.in());
   L.W = W;
   if (L.bias.defined()) {
     L.bias = L.bias.clone();
-    rotate_rows(L.bias.f32(), 1, out, s, H);
+    r1_right(r, L.bias.f32(), 1);
   }
 }
 
 }  // namespace
+
+void check_rotate_mode(const std::string& mode) {
+  LOWBIT_CHECK(mode == "hadamard" || mode == "random", ArgError,
+               "--rotate_mode must be 'hadamard' or 'random', got '{}'", mode);
+}
+
+std::vector<double> random_orthogonal_matrix(int64_t d, uint64_t seed) {
+  LOWBIT_CHECK(d >= 1, ArgError, "random orthogonal matrix: size {} must be >= 1", d);
+  NormalRng rng(seed);
+  std::vector<double> A(static_cast<size_t>(d * d));  // G [d, d], then Q
+  for (auto& v : A) v = rng.normal();
+  std::vector<double> tau(static_cast<size_t>(d));
+  const lapack_int n = lapack_int(d);
+  lapack_int info = LAPACKE_dgeqrf(LAPACK_ROW_MAJOR, n, n, A.data(), n, tau.data());
+  LOWBIT_CHECK(info == 0, NumericError, "random orthogonal {}x{}: dgeqrf failed (info {})", d, d, info);
+  std::vector<double> sgn(static_cast<size_t>(d));  // sign(R_jj); R is the upper triangle now
+  for (int64_t j = 0; j < d; ++j) sgn[size_t(j)] = A[size_t(j * d + j)] < 0 ? -1.0 : 1.0;
+  info = LAPACKE_dorgqr(LAPACK_ROW_MAJOR, n, n, n, A.data(), n, tau.data());
+  LOWBIT_CHECK(info == 0, NumericError, "random orthogonal {}x{}: dorgqr failed (info {})", d, d, info);
+  for (int64_t i = 0; i < d; ++i)
+    for (int64_t j = 0; j < d; ++j) A[size_t(i * d + j)] *= sgn[size_t(j)];
+  return A;
+}
 
 void apply_per_block(const Hadamard& H, float* x, int64_t rows, int64_t cols) {
   LOWBIT_ASSERT(cols % H.n == 0);
@@ -124,27 +182,30 @@ OnlineRotations make_online_rotations(const LlamaConfig& c, uint64_t seed) {
 }
 
 OnlineRotations rotate_model(LlamaModel& m, const RotationConfig& rc) {
+  check_rotate_mode(rc.mode);
   fuse_norms(m);
   const LlamaConfig& c = m.cfg;
   OnlineRotations R = make_online_rotations(c, rc.seed);
-  // R1 = diag(s)·H_d with seeded random signs.
-  std::vector<float> s(static_cast<size_t>(c.hidden_size));
-  {
-    uint64_t st = rc.seed ^ 0x5151'aaaa'1234'0001ull;
-    for (auto& v : s) {
-      uint64_t z = (st += 0x9e3779b97f4a7c15ull);
-      z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-      z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-      v = ((z ^ (z >> 31)) >> 63) ? -1.0f : 1.0f;
-    }
+  R1 r1;
+  r1.d = c.hidden_size;
+  r1.be = m.backend;
+  if (rc.mode == "random") {
+    // R1 = Haar Q [d, d], rounded to f32 once; fused by GEMMs.
+    std::vector<double> Q = random_orthogonal_matrix(c.hidden_size, rc.seed);
+    r1.Q.assign(Q.begin(), Q.end());
+  } else {
+    // R1 = diag(s)·H_d with seeded random signs.
+    r1.s.resize(static_cast<size_t>(c.hidden_size));
+    SplitMix64 g(rc.seed ^ 0x5151'aaaa'1234'0001ull);
+    for (auto& v : r1.s) v = (g.next_u64() >> 63) ? -1.0f : 1.0f;
+    r1.H = R.hidden.get();
   }
-  const Hadamard& Hd = *R.hidden;
   m.embed = f32_copy(m.embed);
-  rotate_rows(m.embed.f32(), c.vocab_size, c.hidden_size, s, Hd);
-  rotate_input(m.lm_head, s, Hd);
+  r1_right(r1, m.embed.f32(), c.vocab_size);
+  rotate_input(m.lm_head, r1);
   for (auto& L : m.layers) {
-    for (Linear* l : {&L.q_proj, &L.k_proj, &L.v_proj, &L.gate_proj, &L.up_proj}) rotate_input(*l, s, Hd);
-    for (Linear* l : {&L.o_proj, &L.down_proj}) rotate_output(*l, s, Hd);
+    for (Linear* l : {&L.q_proj, &L.k_proj, &L.v_proj, &L.gate_proj, &L.up_proj}) rotate_input(*l, r1);
+    for (Linear* l : {&L.o_proj, &L.down_proj}) rotate_output(*l, r1);
     // R2: v' = v·H_D per kv head (W_v ← blockwise H_Dᵀ·W_v), bias likewise.
     {
       Linear& v = L.v_proj;

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "models/llama.h"
 #include "quant/hadamard.h"
@@ -12,16 +13,25 @@ namespace lowbit {
 
 struct RotationConfig {
   bool rotate = false;     // R1 (+ R2, R4 and, when K is quantized, R3)
-  uint64_t seed = 0;       // random signs of R1
+  uint64_t seed = 0;       // random signs of R1 ("hadamard") or its Gaussian draw ("random")
   bool online_qk = false;  // R3: online Hadamard on Q and K after RoPE (set when k_bits < 16)
+  std::string mode = "hadamard";  // R1: "hadamard" (diag(s)·H_d) | "random" (Haar orthogonal Q)
 };
+
+// Throws ArgError naming --rotate_mode unless mode is "hadamard" or "random".
+void check_rotate_mode(const std::string& mode);
+
+// R1 of mode "random": Haar-distributed orthogonal Q [d, d], row-major f64.
+// G[i][j] = the (i·d + j)-th normal() of NormalRng(seed); G = Q·R by Householder QR,
+// then Q[:, j] *= sign(R[j][j]), i.e. the QR with positive diag(R).
+std::vector<double> random_orthogonal_matrix(int64_t d, uint64_t seed);
 
 // The online half of the rotation, kept with the model (sizes fixed by the config).
 struct OnlineRotations {
   std::shared_ptr<Hadamard> head;   // H_D     (R2 offline part, R3 online)
   std::shared_ptr<Hadamard> heads;  // H_Hq    (cross-head part applied before o_proj)
   std::shared_ptr<Hadamard> ffn;    // H_f     (R4, before down_proj)
-  std::shared_ptr<Hadamard> hidden; // H_d     (R1 base; R1 = diag(s)·H_d)
+  std::shared_ptr<Hadamard> hidden; // H_d     (R1 base in mode "hadamard": R1 = diag(s)·H_d)
 };
 
 // Folds every RMSNorm weight into the linears that read its output, leaving the
@@ -29,7 +39,9 @@ struct OnlineRotations {
 void fuse_norms(LlamaModel& m);
 
 // Fuses R1 (residual stream), R2 (per-head on v_proj/o_proj) and R4 (down_proj
-// input) into the weights, after fuse_norms. Weights become f32.
+// input) into the weights, after fuse_norms. Weights become f32. R1 per cfg.mode
+// (checked first: a bad mode throws before the model is touched); R2/R3/R4 are
+// Hadamards in both modes.
 // Returns the transforms the forward must apply online (see install_online_rotations).
 OnlineRotations rotate_model(LlamaModel& m, const RotationConfig& cfg);
 

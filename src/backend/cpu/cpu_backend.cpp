@@ -70,7 +70,10 @@ class CpuBackend final : public Backend {
   Device device() const override { return Device::CPU; }
 
   void set_threads(int n) override {
-    if (n <= 0) n = omp_get_num_procs();
+    // 0: the OpenMP default, which is every core unless OMP_NUM_THREADS says otherwise
+    // (the test runner sets 1 so parallel test processes do not oversubscribe the cores).
+    static const int dflt = omp_get_max_threads();
+    if (n <= 0) n = dflt;
     threads_ = n;
     omp_set_num_threads(n);
     openblas_set_num_threads(n);

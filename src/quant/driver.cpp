@@ -1,0 +1,334 @@
+#include "quant/driver.h"
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <set>
+
+#include "core/error.h"
+#include "core/progress.h"
+#include "quant/gptq_solver.h"
+#include "quant/rtn_quant.h"
+
+namespace lowbit {
+namespace {
+
+double now_s() {
+  using namespace std::chrono;
+  return duration<double>(steady_clock::now().time_since_epoch()).count();
+}
+double peak_rss_mb() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return double(ru.ru_maxrss) / 1024.0;
+}
+int64_t default_state_budget() {
+  const double phys = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGE_SIZE));
+  return int64_t(0.4 * phys);
+}
+
+QuantSpec weight_spec(const QuantConfig& c, int bits) {
+  QuantSpec s;
+  s.bits = bits;
+  s.sym = !c.w_asym;
+  s.groupsize = c.w_groupsize;
+  s.mse_clip = c.w_clip;
+  return s;
+}
+
+// The linear now holds packed codes; `keep_f32` also keeps their dequantization as W
+// (the driver still multiplies by it while propagating), else W is dropped.
+void set_quantized(Linear& lin, const QuantizedWeight& q, bool keep_f32) {
+  auto p = std::make_shared<PackedWeight>(PackedWeight::pack(q));
+  p->validate(lin.name);
+  lin.qw = p;
+  lin.W = Tensor();
+  if (keep_f32) lin.W = lin.weight_f32();
+}
+
+// The per-block error report runs the FP block on this many samples only.
+constexpr int64_t kErrSamples = 16;
+
+// ---- prepare ------------------------------------------------------------------------------
+
+void check_groupsizes(LlamaModel& m, const QuantConfig& c) {
+  std::set<int64_t> warned;
+  for (Linear* lin : m.all_linears()) {
+    if (lin->name == m.lm_head.name) continue;
+    // Weight groups need not divide: the last one is shorter (GPTQ), said once per shape.
+    if (c.w_bits < 16 && c.w_groupsize > 0 && lin->in() % c.w_groupsize != 0 && warned.insert(lin->in()).second)
+      log_info(fmt::format("--w_groupsize {} does not divide input dimension {} ({} ...): last group has {} columns",
+                           c.w_groupsize, lin->in(), lin->name,
+                           lin->in() < c.w_groupsize ? lin->in() : lin->in() % c.w_groupsize));
+    if (c.a_bits < 16 && c.a_groupsize > 0)
+      LOWBIT_CHECK(lin->in() % c.a_groupsize == 0, ShapeError,
+                   "--a_groupsize {} does not divide the input dimension {} of {}", c.a_groupsize, lin->in(),
+                   lin->name);
+  }
+  const int64_t D = m.cfg.head_dim;
+  if (c.k_bits < 16 && c.k_groupsize > 0)
+    LOWBIT_CHECK(D % c.k_groupsize == 0, ShapeError, "--k_groupsize {} does not divide head_dim {}", c.k_groupsize, D);
+  if (c.v_bits < 16 && c.v_groupsize > 0)
+    LOWBIT_CHECK(D % c.v_groupsize == 0, ShapeError, "--v_groupsize {} does not divide head_dim {}", c.v_groupsize, D);
+}
+
+std::shared_ptr<QuantRuntime> prepare(LlamaModel& m, const QuantConfig& cfg, nlohmann::json& rep) {
+  auto rt = std::make_shared<QuantRuntime>();
+  rt->cfg = cfg;
+  if (cfg.k_bits < 16 && !cfg.rotate)
+    log_warn("K-cache quantized without --rotate: no online Q/K Hadamard (R3), expect a large accuracy loss");
+  if (cfg.rotate) {
+    RotationConfig rc;
+    rc.rotate = true;
+    rc.seed = cfg.rotate_seed;
+    rc.mode = cfg.rotate_mode;
+    rt->rot = rotate_model(m, rc);
+    rt->rotated = true;
+    nlohmann::json h;
+    for (auto& [k, H] : {std::pair{"hidden", rt->rot.hidden}, std::pair{"head", rt->rot.head},
+                         std::pair{"heads", rt->rot.heads}, std::pair{"ffn", rt->rot.ffn}})
+      h[k] = {{"n", H->n}, {"construction", H->construction}, {"incoherence", H->incoherence()}};
+    h["R1"] = cfg.rotate_mode == "random" ? "random orthogonal" : "diag(random signs) * hidden";
+    rep["hadamard"] = h;
+    log_info(fmt::format("rotated: R1 {} , R4 {} (incoherence {:.3f})",
+                         cfg.rotate_mode == "random" ? "random orthogonal" : rt->rot.hidden->construction,
+                         rt->rot.ffn->construction, rt->rot.ffn->incoherence()));
+  }
+  install_runtime(m, *rt);
+  return rt;
+}
+
+// One forward over the calibration samples with the quantizers off, collecting skew
+// statistics of every group's input, every layer's K (after RoPE and R3) and lm_head's
+// input; decides sym/asym per site (shared by the linears of a group).
+nlohmann::json auto_asym_pass(LlamaModel& m, QuantRuntime& rt, const std::vector<std::vector<int32_t>>& calib) {
+  std::map<std::string, ActStats> stats;
+  ForwardOptions fo;
+  fo.act_quant = false;  // statistics of the unquantized activations
+  fo.observer = [&](const std::string& site, const float* x, int64_t rows, int64_t cols) {
+    stats[site].add(x, rows * cols);
+  };
+  Progress prog("auto-asym statistics", int64_t(calib.size()));
+  for (size_t s = 0; s < calib.size(); ++s) {
+    m.forward(calib[s].data(), int64_t(calib[s].size()), nullptr, fo);
+    prog.update(int64_t(s + 1));
+  }
+  prog.finish();
+  int n_asym = 0;
+  nlohmann::json decisions = nlohmann::json::object();
+  for (auto& [site, st] : stats) {
+    const bool a = st.choose_asym(rt.cfg.auto_asym_t1, rt.cfg.auto_asym_t2);
+    rt.asym[site] = a;
+    n_asym += a;
+    const double sd = st.stddev();
+    decisions[site] = {{"asym", a}, {"mean_over_std", sd > 0 ? std::fabs(st.mean()) / sd : 0.0},
+                       {"skewness", st.skewness()}};
+  }
+  for (Block* b : m.blocks())  // group-mates share the site's decision
+    for (auto& grp : b->groups())
+      for (Linear* lin : grp) rt.asym[lin->name] = rt.asym.at(grp.front()->name);
+  log_info(fmt::format("auto-asym: {} of {} activation sites asymmetric (|mean|/std > {} or |skew| > {})", n_asym,
+                       stats.size(), rt.cfg.auto_asym_t1, rt.cfg.auto_asym_t2));
+  return decisions;
+}
+
+// ---- one block: collect → solve → propagate → report ----------------------------------------
+
+struct BlockRun {
+  const QuantConfig& cfg;
+  const GptqConfig& gc;
+  int64_t budget;
+  int64_t index, count;
+};
+
+double sq_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double e = double(a[i]) - double(b[i]);
+    s += e * e;
+  }
+  return s;
+}
+
+nlohmann::json calibrate_block(Block& blk, std::vector<BlockState>& Xq, std::vector<BlockState>& Xfp,
+                               const BlockRun& run) {
+  const QuantConfig& cfg = run.cfg;
+  const bool v2 = cfg.use_v2;
+  const int64_t N = int64_t(Xq.size());
+  const auto groups = blk.groups();
+  const int G = int(groups.size());
+  const double t0 = now_s();
+  const std::unique_ptr<Block> fp = blk.clone();  // full-precision weights, for GPTAQ and the error report
+  BlockCtx cq, cfp;
+  cq.act_quant = cfg.enable_aq_calibration;
+  cfp.act_quant = false;
+  nlohmann::json lrep = {{"layer", run.index}, {"kind", blk.kind()}, {"linears", nlohmann::json::object()}};
+
+  // Error reference: the FP block on the first samples' (quantized-path) inputs.
+  double den = 0, err_seconds = 0;
+  std::vector<std::vector<float>> ref;
+  {
+    const double te = now_s();
+    for (int64_t s = 0; s < std::min(N, kErrSamples); ++s) {
+      BlockState r = Xq[size_t(s)];
+      fp->forward(r, cfp);
+      den += sq_diff(r.x, Xq[size_t(s)].x);
+      ref.push_back(std::move(r.x));
+    }
+    err_seconds += now_s() - te;
+  }
+
+  int at = 0;  // every stored state is at this boundary
+  std::vector<int> kept = {0};
+  double solve_total = 0;
+  std::vector<float> buf, pbuf, fbuf, fpbuf;
+  for (int g = 0; g < G; ++g) {
+    const Linear& first = *groups[size_t(g)].front();
+    int64_t need = 0;
+    for (const BlockState& st : Xq) need += blk.state_floats(g, st.T) * int64_t(sizeof(float)) * (v2 ? 2 : 1);
+    const bool keep = at < g && need <= run.budget;
+    // collect
+    HessianAccumulator H(first.in());
+    Progress prog(fmt::format("layer {}/{} {} inputs", run.index + 1, run.count, first.name), N);
+    for (int64_t s = 0; s < N; ++s) {
+      prog.update(s);
+      BlockState tq, tfp;
+      const BlockState* sq = &Xq[size_t(s)];
+      const BlockState* sfp = v2 ? &Xfp[size_t(s)] : nullptr;
+      if (at < g) {  // bring this sample from the stored boundary to g
+        tq = Xq[size_t(s)];
+        for (int k = at; k < g; ++k) blk.advance(k, tq, cq);
+        sq = &tq;
+        if (v2) {
+          tfp = Xfp[size_t(s)];
+          for (int k = at; k < g; ++k) fp->advance(k, tfp, cfp);
+          sfp = &tfp;
+        }
+      }
+      const float* in = linear_input(first, blk.group_input(g, *sq, buf), sq->T, cq.act_quant, pbuf);
+      if (v2) {
+        const Linear& ffirst = *fp->groups()[size_t(g)].front();
+        const float* in_fp = linear_input(ffirst, fp->group_input(g, *sfp, fbuf), sfp->T, false, fpbuf);
+        H.add_v2(in, in_fp, sq->T);
+      } else {
+        H.add(in, sq->T);
+      }
+      if (keep) {
+        Xq[size_t(s)] = std::move(tq);
+        if (v2) Xfp[size_t(s)] = std::move(tfp);
+      }
+    }
+    prog.clear();
+    if (keep) {
+      at = g;
+      kept.push_back(g);
+    }
+    // solve
+    for (Linear* lin : groups[size_t(g)]) {
+      const double ts = now_s();
+      const Tensor W = lin->W.to(DType::F32);
+      GptqResult r = gptq_quantize(W.f32(), lin->out(), lin->in(), H, run.gc, lin->name);
+      const double solve = now_s() - ts;
+      solve_total += solve;
+      lrep["linears"][lin->name] = {{"loss", r.loss}, {"solve_seconds", solve}, {"percdamp", r.percdamp_used}};
+      set_quantized(*lin, r.weight, /*keep_f32=*/true);
+    }
+  }
+  // propagate: the quantized block's outputs are the next block's inputs
+  Progress prop(fmt::format("layer {}/{} propagation", run.index + 1, run.count), N);
+  for (int64_t s = 0; s < N; ++s) {
+    prop.update(s);
+    for (int k = at; k < G; ++k) blk.advance(k, Xq[size_t(s)], cq);
+    if (v2)
+      for (int k = at; k < G; ++k) fp->advance(k, Xfp[size_t(s)], cfp);
+  }
+  prop.clear();
+  double num = 0;
+  for (size_t s = 0; s < ref.size(); ++s) num += sq_diff(Xq[s].x, ref[s]);
+  for (Linear* lin : blk.linears())
+    if (lin->quantized()) lin->W = Tensor();  // packed codes only from here on
+
+  std::string kept_s;
+  for (int b : kept) kept_s += (kept_s.empty() ? "" : ",") + std::to_string(b);
+  const double rel = std::sqrt(num / std::max(den, 1e-30));
+  const double secs = now_s() - t0;
+  lrep["seconds"] = secs;
+  lrep["solve_seconds"] = solve_total;
+  lrep["error_report_seconds"] = err_seconds;  // the FP reference forwards of the error estimate
+  lrep["rel_error"] = rel;
+  lrep["states_kept_at_boundaries"] = kept;  // the others were recomputed from the previous kept one
+  log_info(fmt::format("layer {}/{}: {:.2f}s, relative output error {:.4f}, states kept at boundaries {} of {}, "
+                       "peak RSS {:.0f} MB",
+                       run.index + 1, run.count, secs, rel, kept_s, G, peak_rss_mb()));
+  return lrep;
+}
+
+}  // namespace
+
+QuantizedModel quantize_model(LlamaModel& m, const QuantConfig& cfg, const std::vector<std::vector<int32_t>>& calib,
+                              const DriverOptions& opt) {
+  cfg.validate();
+  check_groupsizes(m, cfg);
+  const double t_start = now_s();
+  QuantizedModel out;
+  nlohmann::json& rep = out.report;
+  rep["config"] = cfg.to_json();
+  rep["summary"] = cfg.summary();
+  out.runtime = prepare(m, cfg, rep);
+  QuantRuntime& rt = *out.runtime;
+
+  if (cfg.a_auto_asym && (cfg.a_bits < 16 || cfg.k_bits < 16 || cfg.lm_head_a_bits < 16)) {
+    LOWBIT_CHECK(!calib.empty(), ArgError, "--a_auto_asym needs calibration data (--cal_dataset)");
+    rep["auto_asym"] = auto_asym_pass(m, rt, calib);
+    install_runtime(m, rt);
+  }
+
+  rep["layers"] = nlohmann::json::array();
+  const std::vector<Block*> blocks = m.blocks();
+  if (cfg.w_bits < 16 && cfg.w_rtn) {
+    Progress prog("rtn", int64_t(blocks.size()));
+    for (size_t b = 0; b < blocks.size(); ++b) {
+      for (Linear* lin : blocks[b]->linears())
+        set_quantized(*lin, quantize_rtn(lin->W.to(DType::F32).f32(), lin->out(), lin->in(), weight_spec(cfg, cfg.w_bits)),
+                      false);
+      prog.update(int64_t(b + 1));
+    }
+    prog.finish();
+  } else if (cfg.w_bits < 16) {
+    LOWBIT_CHECK(!calib.empty(), ArgError, "GPTQ needs calibration data: pass --cal_dataset (or --w_rtn)");
+    // Inputs of the current block for every sample: quantized path and, for GPTAQ, FP path.
+    std::vector<BlockState> Xq(calib.size()), Xfp;
+    for (size_t s = 0; s < calib.size(); ++s) {
+      Xq[s].T = int64_t(calib[s].size());
+      Xq[s].x.resize(size_t(Xq[s].T * m.cfg.hidden_size));
+      m.embed_tokens(calib[s].data(), Xq[s].T, Xq[s].x.data());
+    }
+    if (cfg.use_v2) Xfp = Xq;
+    GptqConfig gc;
+    gc.spec = weight_spec(cfg, cfg.w_bits);
+    gc.percdamp = cfg.percdamp;
+    gc.blocksize = cfg.blocksize;
+    gc.act_order = cfg.act_order;
+    gc.static_groups = cfg.static_groups;
+    gc.use_v2 = cfg.use_v2;
+    gc.alpha = cfg.v2_alpha;
+    const int64_t budget = opt.state_budget_bytes > 0 ? opt.state_budget_bytes : default_state_budget();
+    rep["state_budget_bytes"] = budget;
+    for (size_t b = 0; b < blocks.size(); ++b) {
+      BlockRun run{cfg, gc, budget, int64_t(b), int64_t(blocks.size())};
+      rep["layers"].push_back(calibrate_block(*blocks[b], Xq, Xfp, run));
+      if (opt.after_block) opt.after_block(int64_t(b), Xq);
+    }
+  }
+  if (cfg.lm_head_w_bits < 16) {
+    Linear& h = m.lm_head;
+    set_quantized(h, quantize_rtn(h.weight_f32().f32(), h.out(), h.in(), weight_spec(cfg, cfg.lm_head_w_bits)), false);
+  }
+  rep["seconds"] = now_s() - t_start;
+  rep["peak_rss_mb"] = peak_rss_mb();
+  return out;
+}
+
+}  // namespace lowbit
