@@ -30,6 +30,8 @@ ROWS = [
     ("QuaRot-RTN W4A4KV4", ["--recipe", "quarot-w4a4kv4"]),
     ("QuaRot-GPTQ W4A4KV4", ["--recipe", "quarot-gptq-w4a4kv4"]),
     ("QuaRot-GPTAQ W4A4KV4", ["--recipe", "quarot-gptaq-w4a4kv4"]),
+    ("QuaRot-GPTAQ W4A4KV4 + enable_aq_calibration", ["--recipe", "quarot-gptaq-w4a4kv4", "--enable_aq_calibration"]),
+    ("QuaRot-GPTQ W4A4KV4, random orthogonal R1", ["--recipe", "quarot-gptq-w4a4kv4", "--rotate_mode", "random"]),
     ("QuaRot-GPTQ W4A4KV4 + auto-asym", ["--recipe", "quarot-gptq-w4a4kv4", "--a_auto_asym"]),
     ("W8A8 RTN", ["--recipe", "w8a8"]),
 ]

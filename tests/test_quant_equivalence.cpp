@@ -165,6 +165,7 @@ TEST(Equivalence, TinyLlama3) { check_model("models/tiny-llama3"); }
 // Keeping calibration states vs recomputing them from an earlier boundary: same codes, same logits.
 TEST(Equivalence, StateBudgetDoesNotChangeResults) {
   LOWBIT_REQUIRE_SHARED(dir, "models/stories260K");
+  bool any_partial = false, any_kept = false;
   auto run = [&](int64_t budget) {
     LlamaModel m = LlamaModel::load(dir);
     QuantConfig c;
@@ -176,14 +177,24 @@ TEST(Equivalence, StateBudgetDoesNotChangeResults) {
     DriverOptions opt;
     opt.state_budget_bytes = budget;
     QuantizedModel q = quantize_model(m, c, calib_ids(m), opt);
+    for (auto& L : q.report["layers"])
+      for (int64_t k : L["states_kept_at_boundary"].get<std::vector<int64_t>>()) {
+        any_partial |= k > 0 && k < 4;
+        any_kept |= k > 0;
+      }
     std::vector<uint8_t> codes;
     for (Linear* l : m.all_linears())
       if (l->quantized())
         codes.insert(codes.end(), l->qw->qweight.data<uint8_t>(), l->qw->qweight.data<uint8_t>() + l->qw->qweight.numel());
     return std::pair{codes, logits(m, calib_ids(m)[1])};
   };
+  auto [c_re, l_re] = run(1);  // only the block input: every group's input recomputed
+  EXPECT_FALSE(any_kept);
+  auto [c_part, l_part] = run(230'000);  // some samples kept at boundary 1 (arithmetic: 2 of 4 fit)
+  EXPECT_TRUE(any_partial);
   auto [c_keep, l_keep] = run(int64_t(1) << 40);  // every boundary kept
-  auto [c_re, l_re] = run(1);                     // only the block input: every group recomputed
   EXPECT_EQ(c_keep, c_re);
+  EXPECT_EQ(c_part, c_re);
   EXPECT_TRUE(bit_equal(l_keep, l_re));
+  EXPECT_TRUE(bit_equal(l_part, l_re));
 }

@@ -1,18 +1,7 @@
 #include "models/block.h"
 
-#include <utility>
 
 namespace lowbit {
-
-// Meyers' idiom: this object is mutable here, so its linears are too.
-std::vector<std::vector<Linear*>> Block::groups() {
-  std::vector<std::vector<Linear*>> out;
-  for (auto& g : std::as_const(*this).groups()) {
-    out.emplace_back();
-    for (const Linear* l : g) out.back().push_back(const_cast<Linear*>(l));
-  }
-  return out;
-}
 
 std::vector<Linear*> Block::linears() {
   std::vector<Linear*> out;

@@ -53,8 +53,9 @@ class Block {
   virtual std::unique_ptr<Block> clone() const = 0;
   // True-sequential groups; the linears of a group read one input (one shared Hessian)
   // and have the same online transform and activation quantizer.
+  // (Both constnesses: a block type lists its linears once in a template, see LlamaLayer.)
   virtual std::vector<std::vector<const Linear*>> groups() const = 0;
-  std::vector<std::vector<Linear*>> groups();  // the same, mutable (the block is)
+  virtual std::vector<std::vector<Linear*>> groups() = 0;
   std::vector<Linear*> linears();
   std::vector<const Linear*> linears() const;
   // Input of group g at boundary g, [T, in]: a pointer into `st` or into `buf`.

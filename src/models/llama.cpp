@@ -29,10 +29,6 @@ LlamaLayer LlamaLayer::shaped(const LlamaConfig& cfg, int64_t index) {
   return L;
 }
 
-std::vector<std::vector<const Linear*>> LlamaLayer::groups() const {
-  return {{&q_proj, &k_proj, &v_proj}, {&o_proj}, {&gate_proj, &up_proj}, {&down_proj}};
-}
-
 int64_t LlamaLayer::state_floats(int boundary, int64_t T) const {
   switch (boundary) {
     case 1: return T * (d + Hq * D);
@@ -76,12 +72,16 @@ const float* group_pre(const std::vector<const Linear*>& grp, const float* xin, 
 void LlamaLayer::advance(int g, BlockState& st, const BlockCtx& ctx) const {
   const int64_t T = st.T;
   Backend& be = *backend;
-  std::vector<float> nbuf, pbuf;
+  // Scratch reused across calls: these are tens of MB at 7B shapes, and fresh
+  // allocations that size are page-faulted in anew every time.
+  thread_local std::vector<float> nbuf, pbuf, q, k, v, u, o;
   const auto grps = groups();
   const float* in = group_pre(grps.at(size_t(g)), group_input(g, st, nbuf), T, ctx, pbuf);
   switch (g) {
     case 0: {  // q, k, v → RoPE → [R3, K/V quant] → attention: a = att [T, Hq·D]
-      std::vector<float> q(size_t(T * Hq * D)), k(size_t(T * Hkv * D)), v(size_t(T * Hkv * D));
+      q.resize(size_t(T * Hq * D));
+      k.resize(size_t(T * Hkv * D));
+      v.resize(size_t(T * Hkv * D));
       linear_product(be, q_proj, in, T, q.data());  // [T, Hq*D]
       linear_product(be, k_proj, in, T, k.data());  // [T, Hkv*D]
       linear_product(be, v_proj, in, T, v.data());  // [T, Hkv*D]
@@ -106,8 +106,8 @@ void LlamaLayer::advance(int g, BlockState& st, const BlockCtx& ctx) const {
         LOWBIT_CHECK(ctx.start + T <= c.max_seq, ArgError, "KV cache holds {} positions, asked for {}", c.max_seq,
                      ctx.start + T);
         const size_t row = size_t(Hkv * D);
-        std::memcpy(c.k[size_t(index)].data() + size_t(ctx.start) * row, k.data(), k.size() * 4);
-        std::memcpy(c.v[size_t(index)].data() + size_t(ctx.start) * row, v.data(), v.size() * 4);
+        std::memcpy(c.k[size_t(index)].data() + size_t(ctx.start) * row, k.data(), size_t(T) * row * 4);
+        std::memcpy(c.v[size_t(index)].data() + size_t(ctx.start) * row, v.data(), size_t(T) * row * 4);
         K = c.k[size_t(index)].data();
         V = c.v[size_t(index)].data();
         S = ctx.start + T;
@@ -119,7 +119,7 @@ void LlamaLayer::advance(int g, BlockState& st, const BlockCtx& ctx) const {
       return;
     }
     case 1: {  // h = x + o_proj(att)
-      std::vector<float> o(size_t(T * d));  // [T, d]
+      o.resize(size_t(T * d));  // [T, d]
       linear_product(be, o_proj, in, T, o.data());
       for (int64_t i = 0; i < T * d; ++i) st.x[size_t(i)] += o[size_t(i)];
       st.a.clear();
@@ -127,7 +127,7 @@ void LlamaLayer::advance(int g, BlockState& st, const BlockCtx& ctx) const {
       return;
     }
     case 2: {  // a = silu(gate(n2)) ⊙ up(n2) [T, f]
-      std::vector<float> u(size_t(T * f));
+      u.resize(size_t(T * f));
       st.a.resize(size_t(T * f));
       linear_product(be, gate_proj, in, T, st.a.data());
       linear_product(be, up_proj, in, T, u.data());
@@ -135,7 +135,7 @@ void LlamaLayer::advance(int g, BlockState& st, const BlockCtx& ctx) const {
       return;
     }
     case 3: {  // x' = h + down(a)
-      std::vector<float> o(size_t(T * d));  // [T, d]
+      o.resize(size_t(T * d));  // [T, d]
       linear_product(be, down_proj, in, T, o.data());
       for (int64_t i = 0; i < T * d; ++i) st.x[size_t(i)] += o[size_t(i)];
       st.a.clear();

@@ -40,13 +40,23 @@ class LlamaLayer : public Block {
   OnlineTransform qk_rot;
   ActQuant k_quant, v_quant;
 
+ private:
+  template <class Self>  // Self = LlamaLayer or const LlamaLayer
+  static auto groups_of(Self& s) {
+    using P = decltype(&s.q_proj);
+    return std::vector<std::vector<P>>{{&s.q_proj, &s.k_proj, &s.v_proj}, {&s.o_proj}, {&s.gate_proj, &s.up_proj},
+                                       {&s.down_proj}};
+  }
+
+ public:
+
   // A layer with the config's dimensions (no weights yet).
   static LlamaLayer shaped(const LlamaConfig& cfg, int64_t index);
 
   std::string kind() const override { return "llama_decoder"; }
   std::unique_ptr<Block> clone() const override { return std::make_unique<LlamaLayer>(*this); }
-  std::vector<std::vector<const Linear*>> groups() const override;
-  using Block::groups;
+  std::vector<std::vector<const Linear*>> groups() const override { return groups_of(*this); }
+  std::vector<std::vector<Linear*>> groups() override { return groups_of(*this); }
   const float* group_input(int g, const BlockState& st, std::vector<float>& buf) const override;
   void advance(int g, BlockState& st, const BlockCtx& ctx) const override;
   int64_t state_floats(int boundary, int64_t T) const override;

@@ -180,30 +180,39 @@ nlohmann::json calibrate_block(Block& blk, std::vector<BlockState>& Xq, std::vec
     err_seconds += now_s() - te;
   }
 
-  int at = 0;  // every stored state is at this boundary
-  std::vector<int> kept = {0};
+  // Each stored state sits at some boundary at[s] <= g. A sample brought forward to g is
+  // kept there while the stored states (plus the group's solver memory) fit the budget,
+  // greedily in sample order; the others are recomputed from at[s] when next needed.
+  std::vector<int> at(size_t(N), 0);
+  const int64_t copies = v2 ? 2 : 1;
+  auto bytes_at = [&](int64_t s, int b) { return blk.state_floats(b, Xq[size_t(s)].T) * int64_t(sizeof(float)) * copies; };
+  int64_t stored = 0;
+  for (int64_t s = 0; s < N; ++s) stored += bytes_at(s, 0);
+  std::vector<int64_t> kept_at(size_t(G + 1), 0);  // samples whose state was kept at each boundary
+  kept_at[0] = N;
   double solve_total = 0;
   std::vector<float> buf, pbuf, fbuf, fpbuf;
+  BlockState tq, tfp;  // a sample brought forward (buffers reused from sample to sample)
   for (int g = 0; g < G; ++g) {
     const Linear& first = *groups[size_t(g)].front();
-    int64_t need = 0;
-    for (const BlockState& st : Xq) need += blk.state_floats(g, st.T) * int64_t(sizeof(float)) * (v2 ? 2 : 1);
-    const bool keep = at < g && need <= run.budget;
+    // Memory the budget also covers while this group is solved: its Hessian (and
+    // dXXᵀ) and the solver's two n×n f64 work matrices.
+    const int64_t reserve = int64_t(8) * first.in() * first.in() * (v2 ? 4 : 3);
     // collect
     HessianAccumulator H(first.in());
     Progress prog(fmt::format("layer {}/{} {} inputs", run.index + 1, run.count, first.name), N);
     for (int64_t s = 0; s < N; ++s) {
       prog.update(s);
-      BlockState tq, tfp;
       const BlockState* sq = &Xq[size_t(s)];
       const BlockState* sfp = v2 ? &Xfp[size_t(s)] : nullptr;
-      if (at < g) {  // bring this sample from the stored boundary to g
+      const int from = at[size_t(s)];
+      if (from < g) {  // bring this sample from its stored boundary to g
         tq = Xq[size_t(s)];
-        for (int k = at; k < g; ++k) blk.advance(k, tq, cq);
+        for (int k = from; k < g; ++k) blk.advance(k, tq, cq);
         sq = &tq;
         if (v2) {
           tfp = Xfp[size_t(s)];
-          for (int k = at; k < g; ++k) fp->advance(k, tfp, cfp);
+          for (int k = from; k < g; ++k) fp->advance(k, tfp, cfp);
           sfp = &tfp;
         }
       }
@@ -215,16 +224,16 @@ nlohmann::json calibrate_block(Block& blk, std::vector<BlockState>& Xq, std::vec
       } else {
         H.add(in, sq->T);
       }
-      if (keep) {
-        Xq[size_t(s)] = std::move(tq);
-        if (v2) Xfp[size_t(s)] = std::move(tfp);
+      const int64_t grown = stored - bytes_at(s, from) + bytes_at(s, g);
+      if (from < g && grown + reserve <= run.budget) {
+        std::swap(Xq[size_t(s)], tq);  // tq keeps the old buffers for the next sample
+        if (v2) std::swap(Xfp[size_t(s)], tfp);
+        at[size_t(s)] = g;
+        stored = grown;
+        ++kept_at[size_t(g)];
       }
     }
     prog.clear();
-    if (keep) {
-      at = g;
-      kept.push_back(g);
-    }
     // solve
     for (Linear* lin : groups[size_t(g)]) {
       const double ts = now_s();
@@ -240,9 +249,9 @@ nlohmann::json calibrate_block(Block& blk, std::vector<BlockState>& Xq, std::vec
   Progress prop(fmt::format("layer {}/{} propagation", run.index + 1, run.count), N);
   for (int64_t s = 0; s < N; ++s) {
     prop.update(s);
-    for (int k = at; k < G; ++k) blk.advance(k, Xq[size_t(s)], cq);
+    for (int k = at[size_t(s)]; k < G; ++k) blk.advance(k, Xq[size_t(s)], cq);
     if (v2)
-      for (int k = at; k < G; ++k) fp->advance(k, Xfp[size_t(s)], cfp);
+      for (int k = at[size_t(s)]; k < G; ++k) fp->advance(k, Xfp[size_t(s)], cfp);
   }
   prop.clear();
   double num = 0;
@@ -251,17 +260,18 @@ nlohmann::json calibrate_block(Block& blk, std::vector<BlockState>& Xq, std::vec
     if (lin->quantized()) lin->W = Tensor();  // packed codes only from here on
 
   std::string kept_s;
-  for (int b : kept) kept_s += (kept_s.empty() ? "" : ",") + std::to_string(b);
+  for (int b = 1; b < G; ++b) kept_s += fmt::format("{}{}/{}", b > 1 ? " " : "", kept_at[size_t(b)], N);
   const double rel = std::sqrt(num / std::max(den, 1e-30));
   const double secs = now_s() - t0;
   lrep["seconds"] = secs;
   lrep["solve_seconds"] = solve_total;
   lrep["error_report_seconds"] = err_seconds;  // the FP reference forwards of the error estimate
   lrep["rel_error"] = rel;
-  lrep["states_kept_at_boundaries"] = kept;  // the others were recomputed from the previous kept one
-  log_info(fmt::format("layer {}/{}: {:.2f}s, relative output error {:.4f}, states kept at boundaries {} of {}, "
+  // samples whose state was kept at boundary b (1..G-1); the others recomputed that group's input
+  lrep["states_kept_at_boundary"] = std::vector<int64_t>(kept_at.begin() + 1, kept_at.end() - 1);
+  log_info(fmt::format("layer {}/{}: {:.2f}s, relative output error {:.4f}, group inputs kept (of {} samples) {}, "
                        "peak RSS {:.0f} MB",
-                       run.index + 1, run.count, secs, rel, kept_s, G, peak_rss_mb()));
+                       run.index + 1, run.count, secs, rel, N, kept_s, peak_rss_mb()));
   return lrep;
 }
 

@@ -10,9 +10,10 @@
 //     propagate   advance the states through the quantized block: the next block's inputs
 //     report      the block's relative output error against its FP version, timings
 //
-// Per-sample states are kept at the furthest boundary whose size fits the state budget;
-// a group whose input does not fit is recomputed from the kept boundary (so each
-// sublayer runs once per group pass when memory allows, and at most twice when not).
+// Per-sample states are kept at the furthest group boundary while they fit a memory
+// budget (sample by sample); a sample whose state was not kept is recomputed from its
+// stored boundary (so each sublayer runs once per group pass when memory allows, and at
+// most twice when not).
 // Only one block's statistics live at a time.
 #pragma once
 #include <functional>
@@ -35,8 +36,9 @@ struct QuantizedModel {
 };
 
 struct DriverOptions {
-  // Bytes the per-sample calibration states may take (Q and, for GPTAQ, FP states);
-  // <= 0: 40 % of physical memory. Results do not depend on it, only time.
+  // Bytes the per-sample calibration states (Q and, for GPTAQ, FP states) plus the current
+  // group's Hessian and solver matrices may take; <= 0: 40 % of physical memory.
+  // Results do not depend on it, only time.
   int64_t state_budget_bytes = 0;
   // Called after block b's states were propagated through it: states[s].x = the next
   // block's input for calibration sample s (tests compare it with the model's forward).
