@@ -190,7 +190,7 @@ TEST(Equivalence, StateBudgetDoesNotChangeResults) {
   };
   auto [c_re, l_re] = run(1);  // only the block input: every group's input recomputed
   EXPECT_FALSE(any_kept);
-  auto [c_part, l_part] = run(230'000);  // some samples kept at boundary 1 (arithmetic: 2 of 4 fit)
+  auto [c_part, l_part] = run(430'000);  // some samples kept at boundary 1 (arithmetic: 2 of 4 fit)
   EXPECT_TRUE(any_partial);
   auto [c_keep, l_keep] = run(int64_t(1) << 40);  // every boundary kept
   EXPECT_EQ(c_keep, c_re);

@@ -195,9 +195,13 @@ nlohmann::json calibrate_block(Block& blk, std::vector<BlockState>& Xq, std::vec
   BlockState tq, tfp;  // a sample brought forward (buffers reused from sample to sample)
   for (int g = 0; g < G; ++g) {
     const Linear& first = *groups[size_t(g)].front();
-    // Memory the budget also covers while this group is solved: its Hessian (and
-    // dXXᵀ) and the solver's two n×n f64 work matrices.
-    const int64_t reserve = int64_t(8) * first.in() * first.in() * (v2 ? 4 : 3);
+    // Memory the budget also covers while this group is solved (gptq_solver.cpp): the
+    // accumulated H, the solver's copies of it (H, P·H·Pᵀ, U; GPTAQ also dXXᵀ, P and two
+    // temporaries) as n×n f64, and W in f64 twice.
+    int64_t max_out = 0;
+    for (const Linear* lin : groups[size_t(g)]) max_out = std::max(max_out, lin->out());
+    const int64_t n = first.in();
+    const int64_t reserve = 8 * n * n * (v2 ? 8 : 5) + 16 * max_out * n;
     // collect
     HessianAccumulator H(first.in());
     Progress prog(fmt::format("layer {}/{} {} inputs", run.index + 1, run.count, first.name), N);
