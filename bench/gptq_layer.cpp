@@ -78,12 +78,12 @@ int main(int argc, char** argv) {
 
     const auto& L = q.report["layers"][0];
     // total = solves + forwards/Hessians (∝ windows) + the error estimate's FP forwards
-    // (on at most 16 windows, so it does not grow past them).
+    // (on at most 8 samples, so it does not grow past them).
     const double total = L["seconds"], solve = L["solve_seconds"], err = L["error_report_seconds"];
     const double stats = total - solve - err;
     const double per_window = stats / double(nsamples);
     const double scale = 2048.0 / double(seqlen);
-    const double extrap = solve + per_window * 128.0 * scale + err / double(std::min<int64_t>(nsamples, 16)) * 16.0 * scale;
+    const double extrap = solve + per_window * 128.0 * scale + err / double(std::min<int64_t>(nsamples, 8)) * 8.0 * scale;
     nlohmann::json r = {{"impl", "lowbit"},
                         {"threads", cpu_backend().threads()},
                         {"nsamples", nsamples},

@@ -26,7 +26,7 @@ double peak_rss_mb() {
 }
 int64_t default_state_budget() {
   const double phys = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGE_SIZE));
-  return int64_t(0.4 * phys);
+  return int64_t(0.36 * phys);  // leaves room for weights, scratch and the error reference (7B layer: peak < 11 GB)
 }
 
 QuantSpec weight_spec(const QuantConfig& c, int bits) {
@@ -49,7 +49,7 @@ void set_quantized(Linear& lin, const QuantizedWeight& q, bool keep_f32) {
 }
 
 // The per-block error report runs the FP block on this many samples only.
-constexpr int64_t kErrSamples = 16;
+constexpr int64_t kErrSamples = 8;  // 8 x 2048 tokens estimate a relative error well enough
 
 // ---- prepare ------------------------------------------------------------------------------
 
@@ -229,7 +229,8 @@ nlohmann::json calibrate_block(Block& blk, std::vector<BlockState>& Xq, std::vec
         H.add(in, sq->T);
       }
       const int64_t grown = stored - bytes_at(s, from) + bytes_at(s, g);
-      if (from < g && grown + reserve <= run.budget) {
+      // A state that shrinks is always kept (it frees memory); one that grows, if it fits.
+      if (from < g && (grown <= stored || grown + reserve <= run.budget)) {
         std::swap(Xq[size_t(s)], tq);  // tq keeps the old buffers for the next sample
         if (v2) std::swap(Xfp[size_t(s)], tfp);
         at[size_t(s)] = g;

@@ -37,7 +37,7 @@ struct QuantizedModel {
 
 struct DriverOptions {
   // Bytes the per-sample calibration states (Q and, for GPTAQ, FP states) plus the current
-  // group's Hessian and solver matrices may take; <= 0: 40 % of physical memory.
+  // group's Hessian and solver matrices may take; <= 0: 36 % of physical memory.
   // Results do not depend on it, only time.
   int64_t state_budget_bytes = 0;
   // Called after block b's states were propagated through it: states[s].x = the next
