@@ -22,4 +22,19 @@ void add_quantize(CLI::App& app, Common& common, Runner* run);
 
 void apply_common(const Common& c);  // threads, quiet
 
+// A validator for integer flags where -1 means "all / default": -1 or >= lo.
+inline CLI::Validator minus_one_or_at_least(int64_t lo) {
+  return CLI::Validator(
+      [lo](std::string& v) -> std::string {
+        try {
+          size_t used = 0;
+          const long long x = std::stoll(v, &used);
+          if (used == v.size() && (x == -1 || x >= lo)) return "";
+        } catch (const std::exception&) {
+        }
+        return "must be -1 or an integer >= " + std::to_string(lo) + ", got " + v;
+      },
+      "-1|>=" + std::to_string(lo));
+}
+
 }  // namespace lowbit::cli

@@ -27,17 +27,24 @@ void add_eval(CLI::App& app, Common& common, Runner* run) {
   ppl->add_option("--model", o->model, "Hugging Face model directory")->required();
   ppl->add_option("--data", o->data, "raw text file to evaluate")->required();
   ppl->add_option("--data-begin,--data_begin", o->data_begin,
-                  "evaluate from this character (Unicode code point) of the file on");
-  ppl->add_option("--data-end,--data_end", o->data_end, "stop before this character (-1: end of file)");
-  ppl->add_option("--seqlen", o->seqlen, "window length in tokens (default: 2048, or the model's context if shorter)");
-  ppl->add_option("--max-windows,--max_windows", o->max_windows, "evaluate at most this many windows (-1: all)");
+                  "evaluate from this character (Unicode code point) of the file on")
+      ->check(CLI::NonNegativeNumber);
+  ppl->add_option("--data-end,--data_end", o->data_end, "stop before this character (-1: end of file)")
+      ->check(minus_one_or_at_least(0));
+  ppl->add_option("--seqlen", o->seqlen, "window length in tokens (default: 2048, or the model's context if shorter)")
+      ->check(CLI::Range(int64_t(2), int64_t(1) << 24));
+  ppl->add_option("--max-windows,--max_windows", o->max_windows, "evaluate at most this many windows (-1: all)")
+      ->check(minus_one_or_at_least(1));
   ppl->add_option("--output-json,--output_json", o->output_json, "write the result as JSON");
   ppl->add_option("--tokenizer", o->tokenizer, "auto | json | spm")->capture_default_str();
-  ppl->add_option("--threads", common.threads, "CPU threads (0: all cores)");
+  ppl->add_option("--threads", common.threads, "CPU threads (0: all cores)")->check(CLI::Range(0, 4096));
   ppl->add_flag("--quiet", common.quiet, "no progress output");
   o->flags.add(ppl);
   *run = [o, &common]() {
     apply_common(common);
+    if (!o->output_json.empty()) check_output_file(o->output_json, "--output-json");
+    LOWBIT_CHECK(o->data_end < 0 || o->data_end > o->data_begin, ArgError,
+                 "--data-end {} must be greater than --data-begin {}", o->data_end, o->data_begin);
     LlamaModel model = load_model(o->model);
     QuantConfig qc = o->flags.resolve(model.cfg.max_position);
     auto tok = load_tokenizer(o->model, o->tokenizer);

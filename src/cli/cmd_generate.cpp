@@ -22,16 +22,21 @@ void add_generate(CLI::App& app, Common& common, Runner* run) {
   auto o = std::make_shared<Opts>();
   g->add_option("--model", o->model, "Hugging Face model directory")->required();
   g->add_option("--prompt", o->prompt, "prompt text (empty: start from BOS)");
-  g->add_option("--max-new-tokens,--max_new_tokens", o->max_new_tokens, "tokens to generate")->capture_default_str();
-  g->add_option("--temperature", o->temperature, "0: greedy")->capture_default_str();
-  g->add_option("--top-p,--top_p", o->top_p, "nucleus sampling mass")->capture_default_str();
+  g->add_option("--max-new-tokens,--max_new_tokens", o->max_new_tokens, "tokens to generate")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 24));
+  g->add_option("--temperature", o->temperature, "0: greedy")->capture_default_str()->check(CLI::Range(0.0, 100.0));
+  g->add_option("--top-p,--top_p", o->top_p, "nucleus sampling mass")
+      ->capture_default_str()
+      ->check(CLI::Range(1e-6, 1.0));
   g->add_option("--seed", o->seed, "sampling seed")->capture_default_str();
   g->add_option("--output-json,--output_json", o->output_json, "write ids and text as JSON");
   g->add_option("--tokenizer", o->tokenizer, "auto | json | spm")->capture_default_str();
-  g->add_option("--threads", common.threads, "CPU threads (0: all cores)");
+  g->add_option("--threads", common.threads, "CPU threads (0: all cores)")->check(CLI::Range(0, 4096));
   g->add_flag("--quiet", common.quiet, "no progress output");
   *run = [o, &common]() {
     apply_common(common);
+    if (!o->output_json.empty()) check_output_file(o->output_json, "--output-json");
     LlamaModel model = load_model(o->model);
     auto tok = load_tokenizer(o->model, o->tokenizer);
     std::vector<int32_t> prompt = tok->encode(o->prompt);

@@ -14,7 +14,7 @@ void add_inspect(CLI::App& app, Common& common, Runner* run) {
   auto out = std::make_shared<std::string>();
   c->add_option("model", *model, "Hugging Face model directory")->required();
   c->add_option("--output-json,--output_json", *out, "write the report as JSON");
-  c->add_option("--threads", common.threads, "CPU threads (0: all cores)");
+  c->add_option("--threads", common.threads, "CPU threads (0: all cores)")->check(CLI::Range(0, 4096));
   *run = [model, out, &common]() {
     apply_common(common);
     LlamaModel m = load_model(*model);

@@ -22,11 +22,13 @@ void add_quantize(CLI::App& app, Common& common, Runner* run) {
   c->add_option("--out,--save_qmodel_path", o->out, "output directory for the quantized checkpoint")->required();
   c->add_option("--report-json", o->report_json, "also write the quantization report (per-layer errors, timings)");
   c->add_option("--tokenizer", o->tokenizer, "auto | json | spm")->capture_default_str();
-  c->add_option("--threads", common.threads, "CPU threads (0: all cores)");
+  c->add_option("--threads", common.threads, "CPU threads (0: all cores)")->check(CLI::Range(0, 4096));
   c->add_flag("--quiet", common.quiet, "no progress output");
   o->flags.add(c);
   *run = [o, &common]() {
     apply_common(common);
+    check_output_dir(o->out);  // before minutes of compute, not after
+    if (!o->report_json.empty()) check_output_file(o->report_json, "--report-json");
     LOWBIT_CHECK(!is_quantized_checkpoint(o->model), ArgError,
                  "{} is already a lowbit quantized checkpoint; quantize the full-precision model", o->model);
     LlamaModel m = LlamaModel::load(o->model);

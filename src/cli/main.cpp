@@ -1,5 +1,5 @@
-// lowbit: one binary, subcommands. Library errors become one line on stderr and exit 1;
-// command-line errors exit 2.
+// lowbit: one binary, subcommands. Every error is one line on stderr: exit 2 for
+// command-line (usage) errors, 1 for everything else.
 #include <cstdio>
 #include <vector>
 
@@ -33,15 +33,34 @@ int main(int argc, char** argv) {
   reg(add_inspect);
   reg(add_quantize);
   reg(add_synth);
+  // Error contract: every failure is one line "lowbit: error: ..." on stderr; exit 2 for
+  // usage errors (flags, arguments), 1 for everything else.
+  auto usage_error = [](const std::string& msg) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "lowbit: error: %s\n", msg.c_str());
+    return 2;
+  };
+  if (argc > 1 && argv[1][0] != '-') {
+    const std::string c = argv[1];
+    bool known = false;
+    for (auto& [sub, run] : cmds) known |= sub->get_name() == c;
+    if (!known) return usage_error("unknown command '" + c + "' (commands: eval, generate, inspect, quantize, synth)");
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    std::string msg = e.what();
+    for (char& ch : msg)
+      if (ch == '\n') ch = ' ';
+    return usage_error(msg + " (see --help)");
   }
   try {
     for (auto& [sub, run] : cmds)
       if (sub->parsed()) return run();
     return 2;
+  } catch (const lowbit::ArgError& e) {
+    return usage_error(e.what());
   } catch (const lowbit::Error& e) {
     std::fflush(stdout);
     std::fprintf(stderr, "lowbit: error: %s\n", e.what());

@@ -35,6 +35,18 @@ void write_file_atomic(const std::string& path, const std::string& content) {
   }
 }
 
+void check_output_file(const std::string& path, const char* flag) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  LOWBIT_CHECK(!path.empty(), ArgError, "{} is empty", flag);
+  LOWBIT_CHECK(!fs::is_directory(path, ec), ArgError, "{} {} is a directory", flag, path);
+  const fs::path parent = fs::path(path).has_parent_path() ? fs::path(path).parent_path() : fs::path(".");
+  LOWBIT_CHECK(fs::is_directory(parent, ec), ArgError, "{} {}: directory {} does not exist", flag, path,
+               parent.string());
+  LOWBIT_CHECK(access(parent.c_str(), W_OK) == 0, ArgError, "{} {}: directory {} is not writable", flag, path,
+               parent.string());
+}
+
 std::string utf8_slice(const std::string& text, int64_t begin, int64_t end) {
   // Byte offset of code point `n`: count bytes that are not continuation bytes (10xxxxxx).
   auto byte_of = [&](int64_t n) -> size_t {

@@ -1,5 +1,7 @@
 #include "models/synth.h"
 
+#include "models/llama_names.h"
+
 #include <cmath>
 #include <filesystem>
 
@@ -12,8 +14,16 @@
 namespace lowbit {
 
 LlamaConfig write_synthetic_model(const std::string& dir, const SynthSpec& sp) {
-  LOWBIT_CHECK(sp.hidden % sp.heads == 0 && sp.heads % sp.kv_heads == 0 && (sp.hidden / sp.heads) % 2 == 0, ArgError,
-               "synthetic model: hidden {} / heads {} / kv heads {} do not fit", sp.hidden, sp.heads, sp.kv_heads);
+  // Checked before anything is written: lowbit must be able to load what it writes.
+  LOWBIT_CHECK(sp.hidden >= 2 && sp.hidden <= (1 << 16), ArgError, "--hidden {} must be in [2, 65536]", sp.hidden);
+  LOWBIT_CHECK(sp.ffn >= 1 && sp.ffn <= (1 << 18), ArgError, "--ffn {} must be in [1, 262144]", sp.ffn);
+  LOWBIT_CHECK(sp.layers >= 1 && sp.layers <= 1024, ArgError, "--layers {} must be in [1, 1024]", sp.layers);
+  LOWBIT_CHECK(sp.heads >= 1 && sp.hidden % sp.heads == 0 && (sp.hidden / sp.heads) % 2 == 0, ArgError,
+               "--heads {} must divide --hidden {} into heads of even size", sp.heads, sp.hidden);
+  LOWBIT_CHECK(sp.kv_heads >= 1 && sp.heads % sp.kv_heads == 0, ArgError, "--kv-heads {} must divide --heads {}",
+               sp.kv_heads, sp.heads);
+  LOWBIT_CHECK(sp.context >= 2 && sp.context <= (1 << 24), ArgError, "--context {} must be in [2, 16777216]",
+               sp.context);
   std::filesystem::create_directories(dir);
   LlamaConfig c;
   c.architecture = "LlamaForCausalLM";
@@ -45,21 +55,22 @@ LlamaConfig write_synthetic_model(const std::string& dir, const SynthSpec& sp) {
     ts.push_back({name, t.to(sp.dtype)});
   };
   const int64_t d = sp.hidden, f = sp.ffn, qd = sp.heads * c.head_dim, kvd = sp.kv_heads * c.head_dim;
-  randn("model.embed_tokens.weight", {c.vocab_size, d}, 1.0f);
+  using llama_names::Role;
+  auto W = [](int64_t l, Role r) { return llama_names::module(l, r) + ".weight"; };
+  randn(llama_names::kEmbed, {c.vocab_size, d}, 1.0f);  // the draw order fixes every model's weights
   for (int64_t l = 0; l < sp.layers; ++l) {
-    std::string p = "model.layers." + std::to_string(l) + ".";
-    ones(p + "input_layernorm.weight", d);
-    ones(p + "post_attention_layernorm.weight", d);
-    randn(p + "self_attn.q_proj.weight", {qd, d}, sp.init_std);
-    randn(p + "self_attn.k_proj.weight", {kvd, d}, sp.init_std);
-    randn(p + "self_attn.v_proj.weight", {kvd, d}, sp.init_std);
-    randn(p + "self_attn.o_proj.weight", {d, qd}, sp.init_std);
-    randn(p + "mlp.gate_proj.weight", {f, d}, sp.init_std);
-    randn(p + "mlp.up_proj.weight", {f, d}, sp.init_std);
-    randn(p + "mlp.down_proj.weight", {d, f}, sp.init_std);
+    ones(W(l, Role::attn_norm), d);
+    ones(W(l, Role::mlp_norm), d);
+    randn(W(l, Role::q_proj), {qd, d}, sp.init_std);
+    randn(W(l, Role::k_proj), {kvd, d}, sp.init_std);
+    randn(W(l, Role::v_proj), {kvd, d}, sp.init_std);
+    randn(W(l, Role::o_proj), {d, qd}, sp.init_std);
+    randn(W(l, Role::gate_proj), {f, d}, sp.init_std);
+    randn(W(l, Role::up_proj), {f, d}, sp.init_std);
+    randn(W(l, Role::down_proj), {d, f}, sp.init_std);
   }
-  ones("model.norm.weight", d);
-  randn("lm_head.weight", {c.vocab_size, d}, sp.init_std);
+  ones(llama_names::kFinalNorm, d);
+  randn(std::string(llama_names::kLmHead) + ".weight", {c.vocab_size, d}, sp.init_std);
   save_safetensors(dir + "/model.safetensors", ts, {{"format", "pt"}, {"lowbit", "synthetic random weights"}});
   write_file_atomic(dir + "/config.json", c.to_json().dump(2) + "\n");
 

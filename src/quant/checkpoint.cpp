@@ -1,6 +1,11 @@
 #include "quant/checkpoint.h"
 
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <filesystem>
 
@@ -50,7 +55,77 @@ void add_packed(std::vector<std::pair<std::string, Tensor>>& ts, const std::stri
   ts.push_back({name + ".g_idx", p.g_idx});
 }
 
+// Every file lowbit writes into a checkpoint directory (nothing else is ever deleted).
+const char* const kOwnedFiles[] = {"model.safetensors",     "config.json",           "lowbit_quant.json",
+                                   "tokenizer.json",        "tokenizer.model",       "tokenizer_config.json",
+                                   "special_tokens_map.json", "generation_config.json"};
+bool owned(const std::string& name) {
+  for (const char* f : kOwnedFiles)
+    if (name == f) return true;
+  return false;
+}
+// ... and the temporary files of its atomic writes ("config.json.tmp.<pid>").
+bool owned_or_temp(const std::string& name) {
+  for (const char* f : kOwnedFiles)
+    if (name == f || name.rfind(std::string(f) + ".tmp.", 0) == 0) return true;
+  return false;
+}
+
+// Removes what lowbit wrote in `dir`, then `dir` itself if that left it empty.
+void remove_owned(const fs::path& dir) {
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) return;
+  std::vector<fs::path> ours;
+  for (const auto& e : fs::directory_iterator(dir, ec))
+    if (e.is_regular_file(ec) && owned_or_temp(e.path().filename().string())) ours.push_back(e.path());
+  for (const auto& p : ours) fs::remove(p, ec);
+  if (!fs::remove(dir, ec))
+    log_warn(fmt::format("left {} in place: it holds files lowbit did not write", dir.string()));
+}
+
+// Temporary directories `<out>.tmp.<pid>` of lowbit processes that died (SIGKILL, power loss).
+void clean_stale_temps(const fs::path& out) {
+  const fs::path parent = out.has_parent_path() ? out.parent_path() : fs::path(".");
+  const std::string prefix = out.filename().string() + ".tmp.";
+  std::error_code ec;
+  if (!fs::is_directory(parent, ec)) return;
+  for (const auto& e : fs::directory_iterator(parent, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind(prefix, 0) != 0 || !e.is_directory(ec)) continue;
+    const std::string pid = name.substr(prefix.size());
+    if (pid.empty() || pid.size() > 9 || pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    if (kill(pid_t(std::stol(pid)), 0) == 0 || errno != ESRCH) continue;  // alive (or not ours to judge)
+    log_info(fmt::format("removing {} (left by a lowbit process that no longer runs)", e.path().string()));
+    remove_owned(e.path());
+  }
+}
+
 }  // namespace
+
+void check_output_dir(const std::string& out_dir) {
+  LOWBIT_CHECK(!out_dir.empty(), ArgError, "--out is empty");
+  const fs::path out(out_dir);
+  std::error_code ec;
+  if (!fs::exists(out, ec)) return;
+  LOWBIT_CHECK(fs::is_directory(out, ec), ArgError, "--out {} exists and is not a directory", out_dir);
+  if (fs::is_empty(out, ec)) return;
+  // A non-empty --out is replaced only if it is a lowbit checkpoint holding nothing else.
+  bool ours = false;
+  try {
+    const nlohmann::json j = nlohmann::json::parse(read_text_file((out / kQuantFile).string()));
+    ours = j.is_object() && j.value("format", "") == "lowbit-fakequant";
+  } catch (const std::exception&) {
+  }
+  LOWBIT_CHECK(ours, ArgError,
+               "--out {} is a non-empty directory that is not a lowbit checkpoint; refusing to write there", out_dir);
+  std::vector<std::string> foreign;
+  for (const auto& e : fs::directory_iterator(out, ec))
+    if (!e.is_regular_file(ec) || !owned(e.path().filename().string()))
+      foreign.push_back(e.path().filename().string() + (e.is_directory(ec) ? "/" : ""));
+  LOWBIT_CHECK(foreign.empty(), ArgError, "--out {} holds files lowbit did not write ({}{}); refusing to replace it",
+               out_dir, foreign.empty() ? "" : foreign.front(),
+               foreign.size() > 1 ? fmt::format(" and {} more", foreign.size() - 1) : "");
+}
 
 bool is_quantized_checkpoint(const std::string& dir) { return fs::exists(fs::path(dir) / kQuantFile); }
 
@@ -58,14 +133,11 @@ void save_quantized(const LlamaModel& m, const QuantizedModel& q, const std::str
                     const std::string& out_dir) {
   using llama_names::Role;
   const QuantRuntime& rt = *q.runtime;
-  LOWBIT_CHECK(!out_dir.empty(), ArgError, "--out is empty");
+  check_output_dir(out_dir);
   const fs::path out(out_dir);
-  LOWBIT_CHECK(!fs::exists(out) || fs::is_directory(out), IoError, "--out {} exists and is not a directory", out_dir);
-  if (fs::exists(out) && !fs::is_empty(out))
-    LOWBIT_CHECK(is_quantized_checkpoint(out_dir), IoError,
-                 "--out {} is a non-empty directory that is not a lowbit checkpoint; refusing to overwrite it", out_dir);
-  fs::path tmp = out.string() + ".tmp." + std::to_string(getpid());
-  fs::remove_all(tmp);
+  clean_stale_temps(out);
+  const fs::path tmp = out.string() + ".tmp." + std::to_string(getpid());
+  remove_owned(tmp);
   fs::create_directories(tmp);
   try {
     std::vector<std::pair<std::string, Tensor>> ts;
@@ -116,12 +188,19 @@ void save_quantized(const LlamaModel& m, const QuantizedModel& q, const std::str
                         {"quantized_linears", qlin},
                         {"report", q.report}};
     write_file_atomic((tmp / kQuantFile).string(), j.dump(2) + "\n");
-    // Swap in: an older checkpoint at `out` is replaced only after the new one is complete.
-    if (fs::exists(out)) fs::remove_all(out);
-    fs::rename(tmp, out);
+    // Swap in: the complete new checkpoint and the old one trade places in one atomic
+    // step (renameat2 RENAME_EXCHANGE), so --out always holds a complete checkpoint;
+    // then only the files lowbit wrote are removed from the old one.
+    check_output_dir(out_dir);  // nothing foreign appeared while we computed
+    if (fs::exists(out)) {
+      if (renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, out.c_str(), RENAME_EXCHANGE) != 0)
+        throw IoError(fmt::format("--out {}: cannot swap in the new checkpoint: {}", out_dir, std::strerror(errno)));
+      remove_owned(tmp);
+    } else {
+      fs::rename(tmp, out);
+    }
   } catch (...) {
-    std::error_code ec;
-    fs::remove_all(tmp, ec);
+    remove_owned(tmp);
     throw;
   }
 }

@@ -13,8 +13,8 @@
 //   lowbit_quant.json      {"format": "lowbit-fakequant", "format_version": 1, the full
 //                           versioned quantization config, rotation seed and Hadamard
 //                           constructions, per-site auto-asym decisions}
-// The directory is written under a temporary name and renamed at the end, so a
-// failed run leaves nothing half-written.
+// The directory is written under a temporary name and swapped in at the end, so a
+// failed or killed run leaves either the old or the new complete checkpoint at --out.
 #pragma once
 #include <string>
 #include <vector>
@@ -24,6 +24,13 @@
 
 namespace lowbit {
 
+// Refuses (ArgError) an --out that exists and is not a directory, or is a non-empty
+// directory other than a lowbit checkpoint holding only files lowbit writes. Call it
+// before any compute; save_quantized calls it again.
+void check_output_dir(const std::string& out_dir);
+
+// Writes to <out>.tmp.<pid>, then swaps it with an existing checkpoint atomically and
+// deletes only lowbit's files of the old one; stale temp dirs of dead runs are removed.
 void save_quantized(const LlamaModel& m, const QuantizedModel& q, const std::string& src_dir,
                     const std::string& out_dir);
 

@@ -32,8 +32,15 @@ void QuantConfig::validate() const {
   check_clip(k_clip_ratio, "--k_clip_ratio");
   check_clip(v_clip_ratio, "--v_clip_ratio");
   LOWBIT_CHECK(percdamp > 0.0 && percdamp < 10.0, ArgError, "--percdamp {} must be in (0, 10)", percdamp);
-  LOWBIT_CHECK(nsamples > 0, ArgError, "--nsamples {} must be positive", nsamples);
-  LOWBIT_CHECK(cal_seqlen >= 2, ArgError, "--cal_seqlen {} must be at least 2", cal_seqlen);
+  LOWBIT_CHECK(nsamples > 0 && nsamples <= (1 << 20), ArgError, "--nsamples {} must be in [1, 1048576]", nsamples);
+  LOWBIT_CHECK(cal_seqlen >= 2 && cal_seqlen <= (1 << 24), ArgError, "--cal_seqlen {} must be in [2, 16777216]",
+               cal_seqlen);
+  LOWBIT_CHECK(nsamples * cal_seqlen <= (int64_t(1) << 32), ArgError,
+               "--nsamples {} x --cal_seqlen {} calibration tokens is more than lowbit will hold (2^32)", nsamples,
+               cal_seqlen);
+  LOWBIT_CHECK(cal_begin >= 0, ArgError, "--cal_begin {} must be >= 0", cal_begin);
+  LOWBIT_CHECK(cal_end == -1 || cal_end > cal_begin, ArgError, "--cal_end {} must be -1 or greater than --cal_begin {}",
+               cal_end, cal_begin);
   LOWBIT_CHECK(blocksize > 0, ArgError, "--blocksize {} must be positive", blocksize);
   LOWBIT_CHECK(v2_alpha >= 0.0, ArgError, "--v2_alpha {} must be >= 0", v2_alpha);
   LOWBIT_CHECK(!(use_v2 && w_rtn), ArgError, "--use_v2 (GPTAQ) and --w_rtn exclude each other");

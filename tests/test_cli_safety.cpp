@@ -1,0 +1,149 @@
+// Outputs are written safely and bad command lines fail cleanly (issue 8, first part):
+// every case asserts the exit code (2 = usage error), the single "lowbit: error:" line,
+// and that nothing outside the output path changed (contents of a user directory
+// before/after).
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <map>
+
+#include "testing.h"
+
+using lowbit::test::read_file;
+using lowbit::test::run_lowbit;
+using lowbit::test::temp_dir;
+using lowbit::test::write_file;
+namespace fs = std::filesystem;
+
+namespace {
+
+// Exit code, one error line naming `needle`.
+void expect_usage_error(const lowbit::test::RunResult& r, const std::string& needle, int code = 2) {
+  EXPECT_EQ(r.exit_code, code) << r.out;
+  auto pos = r.out.find("lowbit: error: ");
+  ASSERT_NE(pos, std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("lowbit: error: ", pos + 1), std::string::npos) << "one error line only: " << r.out;
+  std::string line = r.out.substr(pos);
+  EXPECT_EQ(line.find('\n'), line.size() - 1) << "error must be one line: " << r.out;
+  EXPECT_NE(line.find(needle), std::string::npos) << "error should mention '" << needle << "': " << r.out;
+}
+
+// Every file (and folder) under dir with its contents.
+std::map<std::string, std::string> snapshot(const std::string& dir) {
+  std::map<std::string, std::string> m;
+  if (!fs::exists(dir)) return m;
+  for (auto& e : fs::recursive_directory_iterator(dir))
+    m[fs::relative(e.path(), dir).string()] = e.is_regular_file() ? read_file(e.path().string()) : "<dir>";
+  return m;
+}
+
+const std::string kRtn = " --recipe rtn-w4a16 --quiet";
+
+}  // namespace
+
+// A folder that merely holds a file named lowbit_quant.json is not a checkpoint: refused,
+// nothing deleted (it used to be removed recursively, user files included).
+TEST(CliSafety, OutNeverDeletesUserFiles) {
+  LOWBIT_REQUIRE_SHARED(m, "models/stories260K");
+  std::string d = temp_dir("safety-out");
+  fs::create_directories(d + "/o/v/sub");
+  write_file(d + "/o/v/important.txt", "precious");
+  write_file(d + "/o/v/sub/x.txt", "x");
+  write_file(d + "/o/v/lowbit_quant.json", "{}");
+  auto before = snapshot(d);
+  expect_usage_error(run_lowbit("quantize --model " + m + " --out " + d + "/o/v" + kRtn), "not a lowbit checkpoint");
+  EXPECT_EQ(snapshot(d), before);
+
+  // A real checkpoint with a user's file in it: refused too, before any compute.
+  auto r = run_lowbit("quantize --model " + m + " --out " + d + "/q" + kRtn);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  write_file(d + "/q/notes.txt", "mine");
+  before = snapshot(d);
+  expect_usage_error(run_lowbit("quantize --model " + m + " --out " + d + "/q" + kRtn), "notes.txt");
+  EXPECT_EQ(snapshot(d), before);
+
+  // --out naming a file is refused.
+  expect_usage_error(run_lowbit("quantize --model " + m + " --out " + d + "/o/v/important.txt" + kRtn),
+                     "not a directory");
+  EXPECT_EQ(snapshot(d), before);
+}
+
+// Replacing a checkpoint swaps the new one in and removes only lowbit's files of the old
+// one; temp directories of dead runs are cleaned, foreign files in them are kept.
+TEST(CliSafety, ReplaceCheckpointAndCleanStaleTemps) {
+  LOWBIT_REQUIRE_SHARED(m, "models/stories260K");
+  std::string d = temp_dir("safety-replace");
+  ASSERT_EQ(run_lowbit("quantize --model " + m + " --out " + d + "/q" + kRtn).exit_code, 0);
+  // Stale temps of a process id that cannot exist (above the kernel's pid_max limit of 2^22).
+  fs::create_directories(d + "/q.tmp.99999999");
+  write_file(d + "/q.tmp.99999999/config.json", "{}");
+  write_file(d + "/q.tmp.99999999/model.safetensors.tmp.99999999", "x");
+  fs::create_directories(d + "/q.tmp.99999998");
+  write_file(d + "/q.tmp.99999998/config.json", "{}");
+  write_file(d + "/q.tmp.99999998/keep.txt", "not lowbit's");
+  auto r = run_lowbit("quantize --model " + m + " --out " + d + "/q --recipe rtn-w4a16 --w_bits 3 --quiet");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(read_file(d + "/q/lowbit_quant.json").find("\"w_bits\": 3"), std::string::npos);
+  EXPECT_FALSE(fs::exists(d + "/q.tmp.99999999"));
+  EXPECT_TRUE(fs::exists(d + "/q.tmp.99999998/keep.txt"));
+  EXPECT_FALSE(fs::exists(d + "/q.tmp.99999998/config.json"));
+  for (auto& e : fs::directory_iterator(d)) {  // no temp dir of this run is left behind
+    const std::string n = e.path().filename().string();
+    EXPECT_TRUE(n == "q" || n == "q.tmp.99999998") << n;
+  }
+  ASSERT_EQ(run_lowbit("eval ppl --model " + d + "/q --data " + m + "/tokenizer.json --seqlen 64 --max-windows 1")
+                .exit_code,
+            0);
+}
+
+// Outputs are validated before any compute.
+TEST(CliSafety, OutputPathsCheckedFirst) {
+  LOWBIT_REQUIRE_SHARED(m, "models/stories260K");
+  LOWBIT_REQUIRE_SHARED(ts, "data/text/tinystories_val.txt");
+  std::string d = temp_dir("safety-paths");
+  auto before = snapshot(d);
+  expect_usage_error(run_lowbit("eval ppl --model " + m + " --data " + ts + " --output-json " + d + "/no/such/x.json"),
+                     "--output-json");
+  expect_usage_error(run_lowbit("quantize --model " + m + " --out " + d + "/q --report-json " + d + "/no/r.json" + kRtn),
+                     "--report-json");
+  expect_usage_error(run_lowbit("generate --model " + m + " --output-json " + d), "is a directory");
+  EXPECT_EQ(snapshot(d), before);
+}
+
+// Numeric flags have ranges; nothing silently means something else.
+TEST(CliSafety, LooseNumbersRefused) {
+  LOWBIT_REQUIRE_SHARED(m, "models/stories260K");
+  LOWBIT_REQUIRE_SHARED(ts, "data/text/tinystories_val.txt");
+  const std::string ev = "eval ppl --model " + m + " --data " + ts;
+  expect_usage_error(run_lowbit(ev + " --seqlen 0"), "--seqlen");
+  expect_usage_error(run_lowbit(ev + " --seqlen -5"), "--seqlen");
+  expect_usage_error(run_lowbit(ev + " --max-windows 0"), "--max-windows");
+  expect_usage_error(run_lowbit(ev + " --data-end -5"), "--data-end");
+  expect_usage_error(run_lowbit(ev + " --data-begin 10 --data-end 5"), "--data-end");
+  expect_usage_error(run_lowbit(ev + " --threads -1"), "--threads");
+  expect_usage_error(run_lowbit(ev + " --w_bits 4 --nsamples 4611686018427387904 --cal_seqlen 4"), "--nsamples");
+  expect_usage_error(run_lowbit("generate --model " + m + " --top-p 0"), "--top-p");
+  expect_usage_error(run_lowbit("generate --model " + m + " --max-new-tokens 0"), "--max-new-tokens");
+}
+
+// synth refuses what lowbit could not load, before creating anything.
+TEST(CliSafety, SynthChecksItsShape) {
+  std::string d = temp_dir("safety-synth");
+  for (const char* bad : {"--heads 0", "--kv-heads 0", "--layers -1", "--ffn 0", "--context 0", "--hidden -64",
+                          "--heads 3", "--kv-heads 3"}) {
+    expect_usage_error(run_lowbit("synth --out " + d + "/m " + bad), std::string(bad).substr(0, std::string(bad).find(' ')));
+    EXPECT_FALSE(fs::exists(d + "/m")) << bad;
+  }
+}
+
+// The error contract for the command line itself.
+TEST(CliSafety, ParseErrorsAreOneLine) {
+  expect_usage_error(run_lowbit("frobnicate --x 1"), "unknown command 'frobnicate'");
+  expect_usage_error(run_lowbit("eval ppl --model m --data d --no-such-flag"), "no-such-flag");
+  expect_usage_error(run_lowbit("eval ppl"), "--model");
+  expect_usage_error(run_lowbit("eval ppl --model m --data d --seqlen abc"), "--seqlen");
+  expect_usage_error(run_lowbit(""), "subcommand");
+  auto h = run_lowbit("--help");
+  EXPECT_EQ(h.exit_code, 0);
+  EXPECT_NE(h.out.find("quantize"), std::string::npos);
+}
