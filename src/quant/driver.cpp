@@ -152,131 +152,173 @@ double sq_diff(const std::vector<float>& a, const std::vector<float>& b) {
   return s;
 }
 
-nlohmann::json calibrate_block(Block& blk, std::vector<BlockState>& Xq, std::vector<BlockState>& Xfp,
-                               const BlockRun& run) {
-  const QuantConfig& cfg = run.cfg;
-  const bool v2 = cfg.use_v2;
-  const int64_t N = int64_t(Xq.size());
-  const auto groups = blk.groups();
-  const int G = int(groups.size());
-  const double t0 = now_s();
-  const std::unique_ptr<Block> fp = blk.clone();  // full-precision weights, for GPTAQ and the error report
-  BlockCtx cq, cfp;
-  cq.act_quant = cfg.enable_aq_calibration;
-  cfp.act_quant = false;
-  nlohmann::json lrep = {{"layer", run.index}, {"kind", blk.kind()}, {"linears", nlohmann::json::object()}};
-
-  // Error reference: the FP block on the first samples' (quantized-path) inputs.
-  double den = 0, err_seconds = 0;
-  std::vector<std::vector<float>> ref;
-  {
-    const double te = now_s();
-    for (int64_t s = 0; s < std::min(N, kErrSamples); ++s) {
-      BlockState r = Xq[size_t(s)];
-      fp->forward(r, cfp);
-      den += sq_diff(r.x, Xq[size_t(s)].x);
-      ref.push_back(std::move(r.x));
-    }
-    err_seconds += now_s() - te;
-  }
-
-  // Each stored state sits at some boundary at[s] <= g. A sample brought forward to g is
-  // kept there while the stored states (plus the group's solver memory) fit the budget,
-  // greedily in sample order; the others are recomputed from at[s] when next needed.
-  std::vector<int> at(size_t(N), 0);
-  const int64_t copies = v2 ? 2 : 1;
-  auto bytes_at = [&](int64_t s, int b) { return blk.state_floats(b, Xq[size_t(s)].T) * int64_t(sizeof(float)) * copies; };
-  int64_t stored = 0;
-  for (int64_t s = 0; s < N; ++s) stored += bytes_at(s, 0);
-  std::vector<int64_t> kept_at(size_t(G + 1), 0);  // samples whose state was kept at each boundary
-  kept_at[0] = N;
-  double solve_total = 0;
+// One block's calibration: the block, its full-precision clone (GPTAQ's X̃ and the error
+// report), the per-sample states and the boundary each one is stored at.
+struct Calibration {
+  Block& blk;
+  std::unique_ptr<Block> fp;  // full-precision weights (shares the storage)
+  std::vector<BlockState>& Xq;
+  std::vector<BlockState>& Xfp;  // GPTAQ only
+  const BlockRun& run;
+  BlockCtx cq, cfp;  // quantized path (quantizers on iff --enable_aq_calibration), FP path (off)
+  bool v2;
+  int64_t N;
+  std::vector<int> at;  // boundary at which sample s is stored
+  int64_t stored = 0;   // bytes of all stored states
+  std::vector<int64_t> kept_at;  // samples kept at each boundary
+  BlockState tq, tfp;   // a sample brought forward (buffers reused from sample to sample)
   std::vector<float> buf, pbuf, fbuf, fpbuf;
-  BlockState tq, tfp;  // a sample brought forward (buffers reused from sample to sample)
-  for (int g = 0; g < G; ++g) {
-    const Linear& first = *groups[size_t(g)].front();
-    // Memory the budget also covers while this group is solved (gptq_solver.cpp): the
-    // accumulated H, the solver's copies of it (H, P·H·Pᵀ, U; GPTAQ also dXXᵀ, P and two
-    // temporaries) as n×n f64, and W in f64 twice.
-    int64_t max_out = 0;
-    for (const Linear* lin : groups[size_t(g)]) max_out = std::max(max_out, lin->out());
-    const int64_t n = first.in();
-    const int64_t reserve = 8 * n * n * (v2 ? 8 : 5) + 16 * max_out * n;
-    // collect
-    HessianAccumulator H(first.in());
-    Progress prog(fmt::format("layer {}/{} {} inputs", run.index + 1, run.count, first.name), N);
-    for (int64_t s = 0; s < N; ++s) {
-      prog.update(s);
-      const BlockState* sq = &Xq[size_t(s)];
-      const BlockState* sfp = v2 ? &Xfp[size_t(s)] : nullptr;
-      const int from = at[size_t(s)];
-      if (from < g) {  // bring this sample from its stored boundary to g
-        tq = Xq[size_t(s)];
-        for (int k = from; k < g; ++k) blk.advance(k, tq, cq);
-        sq = &tq;
-        if (v2) {
-          tfp = Xfp[size_t(s)];
-          for (int k = from; k < g; ++k) fp->advance(k, tfp, cfp);
-          sfp = &tfp;
-        }
-      }
-      const float* in = linear_input(first, blk.group_input(g, *sq, buf), sq->T, cq.act_quant, pbuf);
-      if (v2) {
-        const Linear& ffirst = *fp->groups()[size_t(g)].front();
-        const float* in_fp = linear_input(ffirst, fp->group_input(g, *sfp, fbuf), sfp->T, false, fpbuf);
-        H.add_v2(in, in_fp, sq->T);
-      } else {
-        H.add(in, sq->T);
-      }
-      const int64_t grown = stored - bytes_at(s, from) + bytes_at(s, g);
-      // A state that shrinks is always kept (it frees memory); one that grows, if it fits.
-      if (from < g && (grown <= stored || grown + reserve <= run.budget)) {
-        std::swap(Xq[size_t(s)], tq);  // tq keeps the old buffers for the next sample
-        if (v2) std::swap(Xfp[size_t(s)], tfp);
-        at[size_t(s)] = g;
-        stored = grown;
-        ++kept_at[size_t(g)];
+
+  Calibration(Block& b, std::vector<BlockState>& xq, std::vector<BlockState>& xfp, const BlockRun& r)
+      : blk(b), fp(b.clone()), Xq(xq), Xfp(xfp), run(r), v2(r.cfg.use_v2), N(int64_t(xq.size())) {
+    cq.act_quant = r.cfg.enable_aq_calibration;
+    cfp.act_quant = false;
+    at.assign(size_t(N), 0);
+    for (int64_t s = 0; s < N; ++s) stored += bytes_at(s, 0);
+    kept_at.assign(blk.groups().size() + 1, 0);
+    kept_at[0] = N;
+  }
+  int64_t bytes_at(int64_t s, int b) const {
+    return blk.state_floats(b, Xq[size_t(s)].T) * int64_t(sizeof(float)) * (v2 ? 2 : 1);
+  }
+};
+
+// Memory the budget also covers while group g is solved (gptq_solver.cpp): the accumulated
+// H, the solver's copies of it (H, P·H·Pᵀ, U; GPTAQ also dXXᵀ, P and two temporaries) as
+// n×n f64, and W in f64 twice.
+int64_t solver_reserve(const std::vector<Linear*>& group, bool v2) {
+  int64_t max_out = 0;
+  for (const Linear* lin : group) max_out = std::max(max_out, lin->out());
+  const int64_t n = group.front()->in();
+  return 8 * n * n * (v2 ? 8 : 5) + 16 * max_out * n;
+}
+
+// collect: H (and GPTAQ's dXXᵀ) of group g's shared input over every sample. A sample
+// stored before boundary g is brought forward; it stays there if its state shrinks or
+// still fits the budget (greedily, in sample order), else it is recomputed when next needed.
+HessianAccumulator collect(Calibration& c, int g) {
+  const std::vector<Linear*> group = c.blk.groups()[size_t(g)];
+  const Linear& first = *group.front();
+  const int64_t reserve = solver_reserve(group, c.v2);
+  HessianAccumulator H(first.in());
+  Progress prog(fmt::format("layer {}/{} {} inputs", c.run.index + 1, c.run.count, first.name), c.N);
+  for (int64_t s = 0; s < c.N; ++s) {
+    prog.update(s);
+    const BlockState* sq = &c.Xq[size_t(s)];
+    const BlockState* sfp = c.v2 ? &c.Xfp[size_t(s)] : nullptr;
+    const int from = c.at[size_t(s)];
+    if (from < g) {
+      c.tq = c.Xq[size_t(s)];
+      for (int k = from; k < g; ++k) c.blk.advance(k, c.tq, c.cq);
+      sq = &c.tq;
+      if (c.v2) {
+        c.tfp = c.Xfp[size_t(s)];
+        for (int k = from; k < g; ++k) c.fp->advance(k, c.tfp, c.cfp);
+        sfp = &c.tfp;
       }
     }
-    prog.clear();
-    // solve
-    for (Linear* lin : groups[size_t(g)]) {
-      const double ts = now_s();
-      const Tensor W = lin->W.to(DType::F32);
-      GptqResult r = gptq_quantize(W.f32(), lin->out(), lin->in(), H, run.gc, lin->name);
-      const double solve = now_s() - ts;
-      solve_total += solve;
-      lrep["linears"][lin->name] = {{"loss", r.loss}, {"solve_seconds", solve}, {"percdamp", r.percdamp_used}};
-      set_quantized(*lin, r.weight, /*keep_f32=*/true);
+    const float* in = linear_input(first, c.blk.group_input(g, *sq, c.buf), sq->T, c.cq.act_quant, c.pbuf);
+    if (c.v2) {
+      const Linear& ffirst = *c.fp->groups()[size_t(g)].front();
+      const float* in_fp = linear_input(ffirst, c.fp->group_input(g, *sfp, c.fbuf), sfp->T, false, c.fpbuf);
+      H.add_v2(in, in_fp, sq->T);
+    } else {
+      H.add(in, sq->T);
+    }
+    const int64_t grown = c.stored - c.bytes_at(s, from) + c.bytes_at(s, g);
+    if (from < g && (grown <= c.stored || grown + reserve <= c.run.budget)) {
+      std::swap(c.Xq[size_t(s)], c.tq);  // tq keeps the old buffers for the next sample
+      if (c.v2) std::swap(c.Xfp[size_t(s)], c.tfp);
+      c.at[size_t(s)] = g;
+      c.stored = grown;
+      ++c.kept_at[size_t(g)];
     }
   }
-  // propagate: the quantized block's outputs are the next block's inputs
-  Progress prop(fmt::format("layer {}/{} propagation", run.index + 1, run.count), N);
-  for (int64_t s = 0; s < N; ++s) {
+  prog.clear();
+  return H;
+}
+
+// solve: every linear of the group from the shared statistics; returns the seconds spent.
+double solve(const std::vector<Linear*>& group, const HessianAccumulator& H, const GptqConfig& gc,
+             nlohmann::json& linears_report) {
+  double total = 0;
+  for (Linear* lin : group) {
+    const double ts = now_s();
+    const Tensor W = lin->W.to(DType::F32);
+    GptqResult r = gptq_quantize(W.f32(), lin->out(), lin->in(), H, gc, lin->name);
+    const double secs = now_s() - ts;
+    total += secs;
+    linears_report[lin->name] = {{"loss", r.loss}, {"solve_seconds", secs}, {"percdamp", r.percdamp_used}};
+    set_quantized(*lin, r.weight, /*keep_f32=*/true);  // f32 kept while the block is still propagated
+  }
+  return total;
+}
+
+// propagate: every sample through the rest of the quantized block (and the FP clone for GPTAQ).
+void propagate(Calibration& c) {
+  const int G = int(c.blk.groups().size());
+  Progress prop(fmt::format("layer {}/{} propagation", c.run.index + 1, c.run.count), c.N);
+  for (int64_t s = 0; s < c.N; ++s) {
     prop.update(s);
-    for (int k = at[size_t(s)]; k < G; ++k) blk.advance(k, Xq[size_t(s)], cq);
-    if (v2)
-      for (int k = at[size_t(s)]; k < G; ++k) fp->advance(k, Xfp[size_t(s)], cfp);
+    for (int k = c.at[size_t(s)]; k < G; ++k) c.blk.advance(k, c.Xq[size_t(s)], c.cq);
+    if (c.v2)
+      for (int k = c.at[size_t(s)]; k < G; ++k) c.fp->advance(k, c.Xfp[size_t(s)], c.cfp);
   }
   prop.clear();
-  double num = 0;
-  for (size_t s = 0; s < ref.size(); ++s) num += sq_diff(Xq[s].x, ref[s]);
-  for (Linear* lin : blk.linears())
+  for (Linear* lin : c.blk.linears())
     if (lin->quantized()) lin->W = Tensor();  // packed codes only from here on
+}
 
+// The report's error estimate: the FP block on the first samples' inputs (before), compared
+// with the quantized block's outputs (after): ‖Y_q − Y_fp‖ / ‖Y_fp − X‖.
+struct ErrorEstimate {
+  std::vector<std::vector<float>> ref;
+  double den = 0, seconds = 0;
+  void before(Calibration& c) {
+    const double te = now_s();
+    for (int64_t s = 0; s < std::min(c.N, kErrSamples); ++s) {
+      BlockState r = c.Xq[size_t(s)];
+      c.fp->forward(r, c.cfp);
+      den += sq_diff(r.x, c.Xq[size_t(s)].x);
+      ref.push_back(std::move(r.x));
+    }
+    seconds = now_s() - te;
+  }
+  double after(const Calibration& c) const {
+    double num = 0;
+    for (size_t s = 0; s < ref.size(); ++s) num += sq_diff(c.Xq[s].x, ref[s]);
+    return std::sqrt(num / std::max(den, 1e-30));
+  }
+};
+
+nlohmann::json calibrate_block(Block& blk, std::vector<BlockState>& Xq, std::vector<BlockState>& Xfp,
+                               const BlockRun& run) {
+  const double t0 = now_s();
+  Calibration c(blk, Xq, Xfp, run);
+  nlohmann::json lrep = {{"layer", run.index}, {"kind", blk.kind()}, {"linears", nlohmann::json::object()}};
+  ErrorEstimate err;
+  err.before(c);
+  double solve_total = 0;
+  const auto groups = blk.groups();
+  for (int g = 0; g < int(groups.size()); ++g) {
+    const HessianAccumulator H = collect(c, g);
+    solve_total += solve(groups[size_t(g)], H, run.gc, lrep["linears"]);
+  }
+  propagate(c);
+  // report
+  const double rel = err.after(c), secs = now_s() - t0;
+  const int64_t G = int64_t(groups.size());
   std::string kept_s;
-  for (int b = 1; b < G; ++b) kept_s += fmt::format("{}{}/{}", b > 1 ? " " : "", kept_at[size_t(b)], N);
-  const double rel = std::sqrt(num / std::max(den, 1e-30));
-  const double secs = now_s() - t0;
+  for (int64_t b = 1; b < G; ++b) kept_s += fmt::format("{}{}/{}", b > 1 ? " " : "", c.kept_at[size_t(b)], c.N);
   lrep["seconds"] = secs;
   lrep["solve_seconds"] = solve_total;
-  lrep["error_report_seconds"] = err_seconds;  // the FP reference forwards of the error estimate
+  lrep["error_report_seconds"] = err.seconds;  // the FP reference forwards of the error estimate
   lrep["rel_error"] = rel;
   // samples whose state was kept at boundary b (1..G-1); the others recomputed that group's input
-  lrep["states_kept_at_boundary"] = std::vector<int64_t>(kept_at.begin() + 1, kept_at.end() - 1);
+  lrep["states_kept_at_boundary"] = std::vector<int64_t>(c.kept_at.begin() + 1, c.kept_at.end() - 1);
   log_info(fmt::format("layer {}/{}: {:.2f}s, relative output error {:.4f}, group inputs kept (of {} samples) {}, "
                        "peak RSS {:.0f} MB",
-                       run.index + 1, run.count, secs, rel, N, kept_s, peak_rss_mb()));
+                       run.index + 1, run.count, secs, rel, c.N, kept_s, peak_rss_mb()));
   return lrep;
 }
 
