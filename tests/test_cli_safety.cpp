@@ -4,8 +4,12 @@
 // before/after).
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
+#include <limits>
 #include <map>
+
+#include <nlohmann/json.hpp>
 
 #include "testing.h"
 
@@ -146,4 +150,29 @@ TEST(CliSafety, ParseErrorsAreOneLine) {
   auto h = run_lowbit("--help");
   EXPECT_EQ(h.exit_code, 0);
   EXPECT_NE(h.out.find("quantize"), std::string::npos);
+}
+
+// A NaN in a weight is caught when the model is loaded, naming the tensor — not by a
+// meaningless perplexity later (generate used to print token 0 forever, quantize to succeed).
+TEST(CliSafety, NonFiniteWeightsRefusedAtLoad) {
+  std::string d = temp_dir("safety-nan");
+  ASSERT_EQ(run_lowbit("synth --out " + d + "/m --layers 2 --text " + d + "/t.txt").exit_code, 0);
+  // Patch one f32 of layer 1's down_proj to NaN in place (safetensors: u64 header size, JSON, data).
+  std::string bytes = read_file(d + "/m/model.safetensors");
+  uint64_t hlen = 0;
+  std::memcpy(&hlen, bytes.data(), 8);
+  auto header = nlohmann::json::parse(bytes.substr(8, hlen));
+  const std::string name = "model.layers.1.mlp.down_proj.weight";
+  const size_t off = 8 + hlen + header[name]["data_offsets"][0].get<size_t>() + 4 * 5;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::memcpy(&bytes[off], &nan, 4);
+  write_file(d + "/m/model.safetensors", bytes);
+  for (const std::string cmd : {"generate --model " + d + "/m --max-new-tokens 4",
+                                "quantize --model " + d + "/m --out " + d + "/q --recipe rtn-w4a16",
+                                "eval ppl --model " + d + "/m --data " + d + "/t.txt --seqlen 64"}) {
+    auto r = run_lowbit(cmd);
+    expect_usage_error(r, name, 1);
+    EXPECT_NE(r.out.find("NaN"), std::string::npos) << r.out;
+  }
+  EXPECT_FALSE(fs::exists(d + "/q"));
 }

@@ -110,6 +110,7 @@ LlamaConfig LlamaConfig::from_json(const json& j, const std::string& path) {
     LOWBIT_CHECK(c.rope.factor > 0, ConfigError, "{}: rope factor must be positive", path);
   }
   LOWBIT_CHECK(c.rope.theta > 0, ConfigError, "{}: rope_theta must be positive", path);
+  LOWBIT_CHECK(c.rms_eps > 0 && c.rms_eps < 1, ConfigError, "{}: rms_norm_eps {} must be in (0, 1)", path, c.rms_eps);
   return c;
 }
 

@@ -156,6 +156,36 @@ struct Src {
   const std::string& source;
 };
 
+// NaN or Inf anywhere in a weight makes every later number meaningless: refuse it at load,
+// naming the tensor (f16/bf16 checked on their bits: exponent all ones).
+void check_finite(const Src& st, const std::string& name, const Tensor& t) {
+  const int64_t n = t.numel();
+  int64_t bad = -1;
+  switch (t.dtype()) {
+    case DType::F32: {
+      const float* p = t.data<float>();
+      for (int64_t i = 0; i < n && bad < 0; ++i)
+        if (!std::isfinite(p[i])) bad = i;
+      break;
+    }
+    case DType::F16: {
+      const uint16_t* p = t.data<uint16_t>();
+      for (int64_t i = 0; i < n && bad < 0; ++i)
+        if ((p[i] & 0x7c00) == 0x7c00) bad = i;
+      break;
+    }
+    case DType::BF16: {
+      const uint16_t* p = t.data<uint16_t>();
+      for (int64_t i = 0; i < n && bad < 0; ++i)
+        if ((p[i] & 0x7f80) == 0x7f80) bad = i;
+      break;
+    }
+    default:
+      break;
+  }
+  LOWBIT_CHECK(bad < 0, NumericError, "{}: tensor '{}' holds a NaN or Inf (element {})", st.source, name, bad);
+}
+
 Tensor load_checked(const Src& st, const std::string& name, const Shape& want) {
   Tensor t = st.get(name);
   LOWBIT_CHECK(t.defined(), ShapeError, "{}: missing tensor '{}'", st.source, name);
@@ -164,6 +194,7 @@ Tensor load_checked(const Src& st, const std::string& name, const Shape& want) {
   LOWBIT_CHECK(dtype_is_float(t.dtype()) && t.dtype() != DType::F64, DTypeError,
                "{}: tensor '{}' has unsupported dtype {} (expected f32, f16 or bf16)", st.source, name,
                dtype_name(t.dtype()));
+  check_finite(st, name, t);
   return t;
 }
 

@@ -267,6 +267,11 @@ void propagate(Calibration& c) {
   prop.clear();
   for (Linear* lin : c.blk.linears())
     if (lin->quantized()) lin->W = Tensor();  // packed codes only from here on
+  for (int64_t s = 0; s < c.N; ++s)
+    for (float v : c.Xq[size_t(s)].x)
+      LOWBIT_CHECK(std::isfinite(v), NumericError,
+                   "layer {} ({}) produced a NaN or Inf on calibration sample {} after quantization", c.run.index,
+                   c.blk.kind(), s);
 }
 
 // The report's error estimate: the FP block on the first samples' inputs (before), compared
