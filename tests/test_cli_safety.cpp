@@ -176,3 +176,20 @@ TEST(CliSafety, NonFiniteWeightsRefusedAtLoad) {
   }
   EXPECT_FALSE(fs::exists(d + "/q"));
 }
+
+// Token ids index a table: a sparse or overflowing id is a format error, not gigabytes of
+// allocation or a silent wrap to a small id.
+TEST(CliSafety, TokenizerIdsBounded) {
+  LOWBIT_REQUIRE_SHARED(m, "models/stories260K");
+  for (const char* id : {"100000000", "2147483647", "1099511627776", "-3", "1.5"}) {
+    std::string d = temp_dir("safety-tokid");
+    for (const char* f : {"config.json", "model.safetensors", "tokenizer_config.json"})
+      fs::copy_file(m + "/" + f, d + "/" + f);
+    auto j = nlohmann::json::parse(read_file(m + "/tokenizer.json"));
+    j["model"]["vocab"]["<s>"] = nlohmann::json::parse(id);
+    write_file(d + "/tokenizer.json", j.dump());
+    auto r = run_lowbit("generate --model " + d + " --tokenizer json --max-new-tokens 2");
+    expect_usage_error(r, "tokenizer.json", 1);
+    EXPECT_NE(r.out.find("id"), std::string::npos) << id << ": " << r.out;
+  }
+}

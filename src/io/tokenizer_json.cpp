@@ -665,6 +665,14 @@ class JsonTokenizer : public Tokenizer {
                                    j.is_object() && j.contains("type") ? j["type"].dump() : j.dump()));
   }
 
+  // A token id: an integer in [0, 2^31) (a larger one must not wrap to a small id).
+  int32_t read_id(const json& v, const std::string& tok) const {
+    LOWBIT_CHECK(v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() <= INT32_MAX, FormatError,
+                 "{}: token '{}' has id {} (expected an integer in [0, 2^31))", path_,
+                 tok.size() > 40 ? tok.substr(0, 40) + "..." : tok, v.dump().substr(0, 40));
+    return int32_t(v.get<int64_t>());
+  }
+
   void load_model(const json& m) {
     // Older files omit "type"; merges then mean BPE.
     std::string type = m.contains("type") ? m["type"].get<std::string>() : (m.contains("merges") ? "BPE" : "?");
@@ -673,7 +681,7 @@ class JsonTokenizer : public Tokenizer {
     for (const char* k : {"continuing_subword_prefix", "end_of_word_suffix"})
       LOWBIT_CHECK(!m.contains(k) || m[k].is_null() || m[k].get<std::string>().empty(), FormatError,
                    "{}: unsupported BPE option {} = {}", path_, k, m[k].dump());
-    for (auto& [tok, id] : m.at("vocab").items()) bpe_.vocab.emplace(tok, id.get<int32_t>());
+    for (auto& [tok, id] : m.at("vocab").items()) bpe_.vocab.emplace(tok, read_id(id, tok));
     bpe_.byte_fallback = m.value("byte_fallback", false);
     bpe_.fuse_unk = m.value("fuse_unk", false);
     bpe_.ignore_merges = m.value("ignore_merges", false);
@@ -715,12 +723,18 @@ class JsonTokenizer : public Tokenizer {
     for (auto& [tok, id] : bpe_.vocab) max_id = std::max(max_id, id);
     if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
       for (const json& a : j["added_tokens"]) {
-        added_.push_back({a.at("content").get<std::string>(), a.at("id").get<int32_t>(), a.value("special", false),
+        added_.push_back({a.at("content").get<std::string>(), read_id(a.at("id"), a.at("content").get<std::string>()),
+                          a.value("special", false),
                           a.value("lstrip", false), a.value("rstrip", false), a.value("single_word", false),
                           a.value("normalized", !a.value("special", false))});
         max_id = std::max(max_id, added_.back().id);
       }
     }
+    // Ids index a table: a sparse id (1e8 in a 32k vocab) would allocate gigabytes for
+    // nothing. HF vocabularies are dense, so the largest id must stay near the entry count.
+    const int64_t entries = int64_t(bpe_.vocab.size() + added_.size());
+    LOWBIT_CHECK(max_id < entries + 1024, FormatError,
+                 "{}: token id {} is far beyond the {} vocabulary and added-token entries", path_, max_id, entries);
     id_to_token_.assign(size_t(max_id + 1), std::string());
     special_.assign(size_t(max_id + 1), false);
     for (auto& [tok, id] : bpe_.vocab) {
