@@ -193,3 +193,42 @@ TEST(CliSafety, TokenizerIdsBounded) {
     EXPECT_NE(r.out.find("id"), std::string::npos) << id << ": " << r.out;
   }
 }
+
+// Deeply nested JSON (100 000 levels) in any file lowbit reads is a format error naming
+// the file, not a stack overflow; the message quotes no more than an excerpt.
+TEST(CliSafety, DeeplyNestedJsonRefused) {
+  LOWBIT_REQUIRE_SHARED(m, "models/stories260K");
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  auto model_dir = [&](const std::string& tag) {
+    std::string d = temp_dir(tag);
+    for (const char* f : {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"})
+      fs::copy_file(m + "/" + f, d + "/" + f);
+    return d;
+  };
+  {  // config.json
+    std::string d = model_dir("nest-config");
+    write_file(d + "/config.json", "{\"hidden_size\": " + deep + "}");
+    auto r = run_lowbit("inspect " + d);
+    expect_usage_error(r, "config.json", 1);
+    EXPECT_NE(r.out.find("nested"), std::string::npos) << r.out.substr(0, 300);
+    EXPECT_LT(r.out.size(), 1000u);
+  }
+  {  // tokenizer.json
+    std::string d = model_dir("nest-tok");
+    write_file(d + "/tokenizer.json", "{\"model\": " + deep + "}");
+    auto r = run_lowbit("generate --model " + d + " --tokenizer json --max-new-tokens 1");
+    expect_usage_error(r, "tokenizer.json", 1);
+    EXPECT_LT(r.out.size(), 1000u);
+  }
+  {  // safetensors header: "shape": [[[[...]]]]
+    std::string d = model_dir("nest-st");
+    const std::string header = "{\"x\": {\"dtype\": \"F32\", \"shape\": " + deep + ", \"data_offsets\": [0, 4]}}";
+    std::string bytes(8, '\0');
+    const uint64_t n = header.size();
+    std::memcpy(&bytes[0], &n, 8);
+    write_file(d + "/model.safetensors", bytes + header + std::string(4, '\0'));
+    auto r = run_lowbit("inspect " + d);
+    expect_usage_error(r, "model.safetensors", 1);
+    EXPECT_LT(r.out.size(), 1000u);
+  }
+}

@@ -4,6 +4,8 @@
 // The header is untrusted input: everything is checked before any byte of
 // tensor data is touched.
 #include "io/safetensors.h"
+#include "io/files.h"
+#include "io/json_util.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -40,12 +42,7 @@ SafetensorsHeader parse_safetensors_header(const uint8_t* data, size_t size, con
   h.header_size = n;
   h.data_start = 8 + n;
   const uint64_t data_size = size - h.data_start;
-  json j;
-  try {
-    j = json::parse(data + 8, data + 8 + n);
-  } catch (const json::exception& e) {
-    throw FormatError(fmt::format("{}: header is not valid JSON ({})", path, e.what()));
-  }
+  const json j = parse_json(std::string_view(reinterpret_cast<const char*>(data) + 8, size_t(n)), path + " header");
   LOWBIT_CHECK(j.is_object(), FormatError, "{}: header must be a JSON object", path);
   std::vector<std::pair<std::pair<uint64_t, uint64_t>, std::string>> spans;
   for (auto it = j.begin(); it != j.end(); ++it) {
@@ -74,14 +71,14 @@ SafetensorsHeader parse_safetensors_header(const uint8_t* data, size_t size, con
     if (!dtype_from_safetensors(dt, &ti.dtype)) throw bad("unsupported dtype " + dt);
     uint64_t bytes = dtype_size(ti.dtype);
     for (const json& d : e["shape"]) {
-      if (!d.is_number_unsigned()) throw bad("shape entries must be non-negative integers, got " + d.dump());
+      if (!d.is_number_unsigned()) throw bad("shape entries must be non-negative integers, got " + json_excerpt(d));
       uint64_t v = d.get<uint64_t>();
       if (v > uint64_t(INT64_MAX) || mul_overflows(bytes, v, &bytes))
-        throw bad("shape " + e["shape"].dump() + " overflows");
+        throw bad("shape " + json_excerpt(e["shape"]) + " overflows");
       ti.shape.push_back(int64_t(v));
     }
     for (const json& o : e["data_offsets"])
-      if (!o.is_number_unsigned()) throw bad("data_offsets must be non-negative integers, got " + o.dump());
+      if (!o.is_number_unsigned()) throw bad("data_offsets must be non-negative integers, got " + json_excerpt(o));
     ti.begin = e["data_offsets"][0].get<uint64_t>();
     ti.end = e["data_offsets"][1].get<uint64_t>();
     if (ti.begin > ti.end) throw bad(fmt::format("data_offsets [{}, {}] are reversed", ti.begin, ti.end));
@@ -163,13 +160,8 @@ WeightStore WeightStore::open_dir(const std::string& dir) {
   }
   json j;
   {
-    std::ifstream f(index_path);
-    LOWBIT_CHECK(f.good(), IoError, "cannot open {}", index_path);
-    try {
-      j = json::parse(f);
-    } catch (const json::exception& e) {
-      throw FormatError(fmt::format("{}: invalid JSON ({})", index_path, e.what()));
-    }
+    LOWBIT_CHECK(std::ifstream(index_path).good(), IoError, "cannot open {}", index_path);
+    j = parse_json(read_text_file(index_path), index_path);
   }
   LOWBIT_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(), FormatError,
                "{}: missing \"weight_map\" object", index_path);

@@ -1,6 +1,7 @@
 // load_tokenizer: picks the tokenizer file of a model directory and settles
 // BOS/EOS from the configs around it.
 #include "io/tokenizer.h"
+#include "io/json_util.h"
 
 #include <filesystem>
 #include <optional>
@@ -21,11 +22,7 @@ namespace fs = std::filesystem;
 json read_optional_json(const std::string& path) {
   if (!fs::exists(path)) return nullptr;
   std::string text = read_text_file(path);
-  try {
-    return json::parse(text);
-  } catch (const json::exception& e) {
-    throw FormatError(fmt::format("{}: malformed JSON: {}", path, e.what()));
-  }
+  return parse_json(text, path);
 }
 
 // tokenizer_config.json spells special tokens as "<s>" or {"content": "<s>", ...}.

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/json_util.h"
 #include "core/progress.h"
 #include "io/files.h"
 #include "io/tokenizer.h"
@@ -285,7 +286,7 @@ struct Pattern {
       LOWBIT_CHECK(!p.literal.empty(), FormatError, "{}: empty Replace pattern", where);
       return p;
     }
-    LOWBIT_CHECK(j.contains("Regex"), FormatError, "{}: pattern is neither String nor Regex: {}", where, j.dump());
+    LOWBIT_CHECK(j.contains("Regex"), FormatError, "{}: pattern is neither String nor Regex: {}", where, json_excerpt(j));
     p.is_regex = true;
     p.source = j.at("Regex").get<std::string>();
     std::string_view r = p.source;
@@ -662,7 +663,7 @@ class JsonTokenizer : public Tokenizer {
  private:
   FormatError unsupported(const std::string& what, const json& j) const {
     return FormatError(fmt::format("{}: unsupported {} type '{}'", path_, what,
-                                   j.is_object() && j.contains("type") ? j["type"].dump() : j.dump()));
+                                   json_excerpt(j.is_object() && j.contains("type") ? j["type"] : j)));
   }
 
   // A token id: an integer in [0, 2^31) (a larger one must not wrap to a small id).
@@ -680,7 +681,7 @@ class JsonTokenizer : public Tokenizer {
                  path_, type);
     for (const char* k : {"continuing_subword_prefix", "end_of_word_suffix"})
       LOWBIT_CHECK(!m.contains(k) || m[k].is_null() || m[k].get<std::string>().empty(), FormatError,
-                   "{}: unsupported BPE option {} = {}", path_, k, m[k].dump());
+                   "{}: unsupported BPE option {} = {}", path_, k, json_excerpt(m[k]));
     for (auto& [tok, id] : m.at("vocab").items()) bpe_.vocab.emplace(tok, read_id(id, tok));
     bpe_.byte_fallback = m.value("byte_fallback", false);
     bpe_.fuse_unk = m.value("fuse_unk", false);
@@ -688,7 +689,7 @@ class JsonTokenizer : public Tokenizer {
     if (m.contains("unk_token") && m["unk_token"].is_string()) {
       auto it = bpe_.vocab.find(m["unk_token"].get<std::string>());
       LOWBIT_CHECK(it != bpe_.vocab.end(), FormatError, "{}: unk_token {} is not in the vocab", path_,
-                   m["unk_token"].dump());
+                   json_excerpt(m["unk_token"]));
       bpe_.unk_id = it->second;
     }
     for (int b = 0; b < 256; ++b) {
@@ -705,15 +706,15 @@ class JsonTokenizer : public Tokenizer {
         std::string s = mj.get<std::string>();
         size_t sp = s.find(' ');
         LOWBIT_CHECK(sp != std::string::npos && s.find(' ', sp + 1) == std::string::npos, FormatError,
-                     "{}: merge {} is not two space-separated tokens", path_, mj.dump());
+                     "{}: merge {} is not two space-separated tokens", path_, json_excerpt(mj));
         a = s.substr(0, sp), b = s.substr(sp + 1);
       } else {
-        LOWBIT_CHECK(mj.is_array() && mj.size() == 2, FormatError, "{}: bad merge {}", path_, mj.dump());
+        LOWBIT_CHECK(mj.is_array() && mj.size() == 2, FormatError, "{}: bad merge {}", path_, json_excerpt(mj));
         a = mj[0].get<std::string>(), b = mj[1].get<std::string>();
       }
       auto ia = bpe_.vocab.find(a), ib = bpe_.vocab.find(b), iab = bpe_.vocab.find(a + b);
       LOWBIT_CHECK(ia != bpe_.vocab.end() && ib != bpe_.vocab.end() && iab != bpe_.vocab.end(), FormatError,
-                   "{}: merge {} uses a token that is not in the vocab", path_, mj.dump());
+                   "{}: merge {} uses a token that is not in the vocab", path_, json_excerpt(mj));
       bpe_.merges.try_emplace(BpeModel::key(ia->second, ib->second), MergeInfo{rank++, iab->second});
     }
   }
@@ -783,7 +784,7 @@ class JsonTokenizer : public Tokenizer {
                    "{}: Split pre-tokenizer behaviour {} / invert not supported", path_, p.value("behavior", ""));
       if (re == kLlama3Regex) pre_.emplace_back(PreStep::SplitLlama3);
       else if (re == kGpt2Regex) pre_.emplace_back(PreStep::SplitGpt2);
-      else throw FormatError(fmt::format("{}: unsupported Split pre-tokenizer pattern {}", path_, pat.dump()));
+      else throw FormatError(fmt::format("{}: unsupported Split pre-tokenizer pattern {}", path_, json_excerpt(pat)));
     } else if (type == "ByteLevel") {
       PreStep s(PreStep::ByteLevel);
       s.add_prefix_space = p.value("add_prefix_space", false);
@@ -1061,12 +1062,7 @@ class JsonTokenizer : public Tokenizer {
 
 std::unique_ptr<Tokenizer> load_tokenizer_json(const std::string& path) {
   std::string text = read_text_file(path);  // IoError naming the path
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    throw FormatError(fmt::format("{}: malformed JSON: {}", path, e.what()));
-  }
+  const json j = parse_json(text, path);
   LOWBIT_CHECK(j.is_object() && j.contains("model"), FormatError, "{}: not a tokenizer.json (no \"model\")", path);
   try {
     return std::make_unique<JsonTokenizer>(j, path);

@@ -1,4 +1,6 @@
 #include "models/config.h"
+#include "io/files.h"
+#include "io/json_util.h"
 
 #include <cmath>
 #include <filesystem>
@@ -18,7 +20,7 @@ int64_t get_int(const json& j, const char* key, const std::string& path, int64_t
     LOWBIT_CHECK(!required, ConfigError, "{}: missing required key '{}'", path, key);
     return dflt;
   }
-  LOWBIT_CHECK(it->is_number_integer(), ConfigError, "{}: '{}' must be an integer, got {}", path, key, it->dump());
+  LOWBIT_CHECK(it->is_number_integer(), ConfigError, "{}: '{}' must be an integer, got {}", path, key, json_excerpt(*it));
   return it->get<int64_t>();
 }
 
@@ -84,7 +86,7 @@ LlamaConfig LlamaConfig::from_json(const json& j, const std::string& path) {
                c.num_kv_heads);
   LOWBIT_CHECK(c.head_dim % 2 == 0, ConfigError, "{}: head_dim {} must be even for RoPE", path, c.head_dim);
   if (j.value("hidden_act", std::string("silu")) != "silu")
-    throw ConfigError(fmt::format("{}: unsupported hidden_act '{}' (only silu)", path, j["hidden_act"].dump()));
+    throw ConfigError(fmt::format("{}: unsupported hidden_act '{}' (only silu)", path, json_excerpt(j["hidden_act"])));
   if (j.contains("sliding_window") && j["sliding_window"].is_number_integer() &&
       j.value("use_sliding_window", c.model_type == "mistral")) {
     int64_t w = j["sliding_window"].get<int64_t>();
@@ -117,14 +119,8 @@ LlamaConfig LlamaConfig::from_json(const json& j, const std::string& path) {
 LlamaConfig LlamaConfig::load(const std::string& dir) {
   std::string path = (std::filesystem::path(dir) / "config.json").string();
   LOWBIT_CHECK(std::filesystem::is_directory(dir), IoError, "model directory '{}' does not exist", dir);
-  std::ifstream f(path);
-  LOWBIT_CHECK(f.good(), IoError, "cannot open {}", path);
-  json j;
-  try {
-    j = json::parse(f);
-  } catch (const json::exception& e) {
-    throw FormatError(fmt::format("{}: invalid JSON: {}", path, e.what()));
-  }
+  LOWBIT_CHECK(std::ifstream(path).good(), IoError, "cannot open {}", path);
+  const json j = parse_json(read_text_file(path), path);
   try {
     return from_json(j, path);
   } catch (const json::exception& e) {

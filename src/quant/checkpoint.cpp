@@ -1,4 +1,5 @@
 #include "quant/checkpoint.h"
+#include "io/json_util.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -112,7 +113,7 @@ void check_output_dir(const std::string& out_dir) {
   // A non-empty --out is replaced only if it is a lowbit checkpoint holding nothing else.
   bool ours = false;
   try {
-    const nlohmann::json j = nlohmann::json::parse(read_text_file((out / kQuantFile).string()));
+    const nlohmann::json j = parse_json(read_text_file((out / kQuantFile).string()), out_dir);
     ours = j.is_object() && j.value("format", "") == "lowbit-fakequant";
   } catch (const std::exception&) {
   }
@@ -207,12 +208,7 @@ void save_quantized(const LlamaModel& m, const QuantizedModel& q, const std::str
 
 LlamaModel load_quantized(const std::string& dir) {
   const std::string qpath = (fs::path(dir) / kQuantFile).string();
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_text_file(qpath));
-  } catch (const nlohmann::json::exception& e) {
-    throw FormatError(fmt::format("{}: invalid JSON ({})", qpath, e.what()));
-  }
+  const nlohmann::json j = parse_json(read_text_file(qpath), qpath);
   LOWBIT_CHECK(j.is_object() && j.value("format", "") == "lowbit-fakequant" && j.value("format_version", 0) == 1,
                FormatError, "{}: not a lowbit-fakequant v1 checkpoint", qpath);
   QuantRuntime rt;
