@@ -11,6 +11,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "io/safetensors.h"
+
 #include "testing.h"
 
 using lowbit::test::read_file;
@@ -231,4 +233,55 @@ TEST(CliSafety, DeeplyNestedJsonRefused) {
     expect_usage_error(r, "model.safetensors", 1);
     EXPECT_LT(r.out.size(), 1000u);
   }
+}
+
+// Checkpoint metadata is validated against config.json and the tensors before anything is
+// allocated or looped over (issue 8 items 5 and 6).
+TEST(CliSafety, CheckpointMetadataNotTrusted) {
+  LOWBIT_REQUIRE_SHARED(m, "models/stories260K");
+  std::string base = temp_dir("safety-meta");
+  ASSERT_EQ(run_lowbit("quantize --model " + m + " --out " + base + "/q --recipe quarot-w4a4kv4 --quiet").exit_code, 0);
+  const std::string lin = "model.layers.0.self_attn.q_proj";
+  auto variant = [&](const std::string& tag, auto&& edit_meta, auto&& edit_tensors) {
+    std::string d = base + "/" + tag;
+    fs::copy(base + "/q", d);
+    auto j = nlohmann::json::parse(read_file(d + "/lowbit_quant.json"));
+    edit_meta(j);
+    write_file(d + "/lowbit_quant.json", j.dump());
+    lowbit::WeightStore st = lowbit::WeightStore::open_dir(d);
+    std::vector<std::pair<std::string, lowbit::Tensor>> ts;
+    for (const auto& n : st.names()) ts.push_back({n, st.get(n).clone()});
+    edit_tensors(ts);
+    lowbit::save_safetensors(d + "/model.safetensors.new", ts, {});
+    fs::rename(d + "/model.safetensors.new", d + "/model.safetensors");
+    return run_lowbit("eval ppl --model " + d + " --data " + m + "/tokenizer.json --seqlen 64 --max-windows 1");
+  };
+  auto keep = [](auto&) {};
+  auto set_tensor = [&](const std::string& name, lowbit::Tensor t) {
+    return [=](std::vector<std::pair<std::string, lowbit::Tensor>>& ts) {
+      for (auto& [n, x] : ts)
+        if (n == name) x = t;
+    };
+  };
+  // bits 40
+  expect_usage_error(variant("bits", [&](auto& j) { j["quantized_linears"][lin]["bits"] = 40; }, keep), "40 bits", 1);
+  // a zero point of INT_MIN
+  {
+    lowbit::WeightStore st = lowbit::WeightStore::open_dir(base + "/q");
+    lowbit::Tensor z = st.get(lin + ".qzeros").clone();
+    z.data<int32_t>()[3] = std::numeric_limits<int32_t>::min();
+    expect_usage_error(variant("zero", keep, set_tensor(lin + ".qzeros", z)), "qzeros", 1);
+  }
+  // qweight of shape [2^40, 0] (no bytes): refused by shape, no 2^40-row loop
+  expect_usage_error(
+      variant("huge", keep, set_tensor(lin + ".qweight", lowbit::Tensor::empty({int64_t(1) << 40, 0}, lowbit::DType::U8))),
+      "qweight", 1);
+  // "rotated": false on a rotated checkpoint
+  expect_usage_error(variant("rot", [](auto& j) { j["rotated"] = false; }, keep), "rotated", 1);
+  // a stray X.weight next to X.qweight
+  expect_usage_error(variant("twice", keep,
+                             [&](std::vector<std::pair<std::string, lowbit::Tensor>>& ts) {
+                               ts.push_back({lin + ".weight", lowbit::Tensor::zeros({64, 64})});
+                             }),
+                     "stored twice", 1);
 }
