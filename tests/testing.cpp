@@ -34,8 +34,10 @@ std::string temp_dir(const std::string& tag) {
   return tmpl;
 }
 
-RunResult run_lowbit(const std::string& args) {
-  std::string cmd = std::string(LOWBIT_BINARY) + " " + args + " 2>&1";
+RunResult run_lowbit(const std::string& args) { return run_lowbit_env("", args); }
+
+RunResult run_lowbit_env(const std::string& env, const std::string& args) {
+  std::string cmd = env + (env.empty() ? "" : " ") + std::string(LOWBIT_BINARY) + " " + args + " 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) return {-1, "popen failed"};
   std::string out;

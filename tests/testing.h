@@ -25,6 +25,9 @@ struct RunResult {
 };
 // Runs the built `lowbit` binary with the given argument string (shell-quoted by the caller).
 RunResult run_lowbit(const std::string& args);
+// The same with environment assignments in front ("LOWBIT_FAULT=solve"); a run killed by a
+// signal reports the shell's 128 + signal.
+RunResult run_lowbit_env(const std::string& env, const std::string& args);
 
 // ||a - b|| / ||b||, in double.
 double normalized_error(const float* a, const float* b, size_t n);

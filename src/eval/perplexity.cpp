@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "core/fault.h"
 #include "core/progress.h"
 
 namespace lowbit {
@@ -46,6 +47,7 @@ PplResult perplexity(LlamaModel& model, const std::vector<int32_t>& tokens, cons
   const int64_t V = model.cfg.vocab_size;
   double total = 0;
   for (int64_t w = 0; w < nwin; ++w) {
+    if (w == nwin / 2) fault_point("eval");
     const int32_t* ids = tokens.data() + w * L;
     Tensor logits = model.forward(ids, L, nullptr);  // [L, V]
     double nll = sum_nll(logits.f32(), L - 1, V, ids + 1);

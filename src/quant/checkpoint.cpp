@@ -11,6 +11,7 @@
 #include <filesystem>
 
 #include "core/error.h"
+#include "core/fault.h"
 #include "core/progress.h"
 #include "io/files.h"
 #include "io/safetensors.h"
@@ -166,6 +167,7 @@ void save_quantized(const LlamaModel& m, const QuantizedModel& q, const std::str
     const bool tied = !m.lm_head.quantized() && m.lm_head.W.raw() == m.embed.raw();
     if (!tied) linear(m.lm_head);
     save_safetensors((tmp / "model.safetensors").string(), ts, {{"format", "pt"}, {"lowbit", "fakequant-v1"}});
+    fault_point("write");
 
     LlamaConfig cfg = m.cfg;
     cfg.tie_word_embeddings = tied;
@@ -193,9 +195,11 @@ void save_quantized(const LlamaModel& m, const QuantizedModel& q, const std::str
     // step (renameat2 RENAME_EXCHANGE), so --out always holds a complete checkpoint;
     // then only the files lowbit wrote are removed from the old one.
     check_output_dir(out_dir);  // nothing foreign appeared while we computed
+    fault_point("swap");
     if (fs::exists(out)) {
       if (renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, out.c_str(), RENAME_EXCHANGE) != 0)
         throw IoError(fmt::format("--out {}: cannot swap in the new checkpoint: {}", out_dir, std::strerror(errno)));
+      fault_point("swapped");  // new checkpoint in place, old one not yet removed
       remove_owned(tmp);
     } else {
       fs::rename(tmp, out);

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/fault.h"
 #include "core/progress.h"
 #include "quant/gptq_solver.h"
 #include "quant/rtn_quant.h"
@@ -226,6 +227,7 @@ HessianAccumulator collect(Calibration& c, int g) {
       H.add(in, sq->T);
     }
     const int64_t grown = c.stored - c.bytes_at(s, from) + c.bytes_at(s, g);
+    if (s == c.N / 2) fault_point("calibration");
     if (from < g && (grown <= c.stored || grown + reserve <= c.run.budget)) {
       std::swap(c.Xq[size_t(s)], c.tq);  // tq keeps the old buffers for the next sample
       if (c.v2) std::swap(c.Xfp[size_t(s)], c.tfp);
@@ -250,6 +252,7 @@ double solve(const std::vector<Linear*>& group, const HessianAccumulator& H, con
     total += secs;
     linears_report[lin->name] = {{"loss", r.loss}, {"solve_seconds", secs}, {"percdamp", r.percdamp_used}};
     set_quantized(*lin, r.weight, /*keep_f32=*/true);  // f32 kept while the block is still propagated
+    fault_point("solve");
   }
   return total;
 }
