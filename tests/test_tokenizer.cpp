@@ -46,7 +46,8 @@ void expect_cases(const Tokenizer& tok, const std::string& cases_path, const std
 
 std::vector<std::string> case_texts(const std::string& cases_path) {
   std::vector<std::string> out;
-  for (const json& c : json::parse(test::read_file(cases_path)).at("cases")) out.push_back(c.at("text"));
+  const json j = json::parse(test::read_file(cases_path));  // a named object: the loop must not outlive it
+  for (const json& c : j.at("cases")) out.push_back(c.at("text"));
   return out;
 }
 

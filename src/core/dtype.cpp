@@ -115,30 +115,27 @@ uint16_t f32_to_f16(float f) {
   return uint16_t(sign | h);
 }
 
+// Element i of type T at p, by memcpy: mmap'd tensors of other tools' files need not be
+// aligned to their element type (a cast-and-load there is undefined behaviour).
+template <class T>
+static inline T load_at(const void* p, size_t i) {
+  T v;
+  std::memcpy(&v, static_cast<const char*>(p) + i * sizeof(T), sizeof(T));
+  return v;
+}
+
 void convert_to_f32(DType t, const void* src, float* dst, size_t n) {
   switch (t) {
     case DType::F32: std::memcpy(dst, src, n * 4); return;
-    case DType::BF16: {
-      auto s = static_cast<const uint16_t*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(s[i]);
-      return;
-    }
-    case DType::F16: {
-      auto s = static_cast<const uint16_t*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = f16_to_f32(s[i]);
-      return;
-    }
-    case DType::F64: {
-      auto s = static_cast<const double*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = float(s[i]);
-      return;
-    }
-    case DType::I8: { auto s = static_cast<const int8_t*>(src); for (size_t i = 0; i < n; ++i) dst[i] = s[i]; return; }
-    case DType::U8: { auto s = static_cast<const uint8_t*>(src); for (size_t i = 0; i < n; ++i) dst[i] = s[i]; return; }
-    case DType::BOOL: { auto s = static_cast<const uint8_t*>(src); for (size_t i = 0; i < n; ++i) dst[i] = s[i] ? 1.f : 0.f; return; }
-    case DType::I16: { auto s = static_cast<const int16_t*>(src); for (size_t i = 0; i < n; ++i) dst[i] = s[i]; return; }
-    case DType::I32: { auto s = static_cast<const int32_t*>(src); for (size_t i = 0; i < n; ++i) dst[i] = float(s[i]); return; }
-    case DType::I64: { auto s = static_cast<const int64_t*>(src); for (size_t i = 0; i < n; ++i) dst[i] = float(s[i]); return; }
+    case DType::BF16: for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(load_at<uint16_t>(src, i)); return;
+    case DType::F16: for (size_t i = 0; i < n; ++i) dst[i] = f16_to_f32(load_at<uint16_t>(src, i)); return;
+    case DType::F64: for (size_t i = 0; i < n; ++i) dst[i] = float(load_at<double>(src, i)); return;
+    case DType::I8: for (size_t i = 0; i < n; ++i) dst[i] = load_at<int8_t>(src, i); return;
+    case DType::U8: for (size_t i = 0; i < n; ++i) dst[i] = load_at<uint8_t>(src, i); return;
+    case DType::BOOL: for (size_t i = 0; i < n; ++i) dst[i] = load_at<uint8_t>(src, i) ? 1.f : 0.f; return;
+    case DType::I16: for (size_t i = 0; i < n; ++i) dst[i] = load_at<int16_t>(src, i); return;
+    case DType::I32: for (size_t i = 0; i < n; ++i) dst[i] = float(load_at<int32_t>(src, i)); return;
+    case DType::I64: for (size_t i = 0; i < n; ++i) dst[i] = float(load_at<int64_t>(src, i)); return;
   }
   throw DTypeError(fmt::format("convert_to_f32: unsupported dtype {}", dtype_name(t)));
 }

@@ -223,8 +223,16 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
                       const std::map<std::string, std::string>& metadata) {
   json h = json::object();
   if (!metadata.empty()) h["__metadata__"] = metadata;
+  // Data laid out by descending element size (stable), so with the 8-byte padded header
+  // every tensor starts aligned to its element type when the file is mmap'd.
+  std::vector<size_t> order(tensors.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return dtype_size(tensors[a].second.dtype()) > dtype_size(tensors[b].second.dtype());
+  });
   uint64_t off = 0;
-  for (auto& [name, t] : tensors) {
+  for (size_t i : order) {
+    const auto& [name, t] = tensors[i];
     LOWBIT_CHECK(!h.contains(name), Error, "save_safetensors: duplicate tensor name '{}'", name);
     h[name] = {{"dtype", dtype_safetensors_name(t.dtype())}, {"shape", t.shape()}, {"data_offsets", {off, off + t.nbytes()}}};
     off += t.nbytes();
@@ -239,7 +247,8 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
     for (int i = 0; i < 8; ++i) len[i] = char((n >> (8 * i)) & 0xff);
     f.write(len, 8);
     f.write(hs.data(), std::streamsize(hs.size()));
-    for (auto& [name, t] : tensors) f.write(static_cast<const char*>(t.raw()), std::streamsize(t.nbytes()));
+    for (size_t i : order)
+      f.write(static_cast<const char*>(tensors[i].second.raw()), std::streamsize(tensors[i].second.nbytes()));
     f.close();
   }
   if (!f.good() || std::rename(tmp.c_str(), path.c_str()) != 0) {
