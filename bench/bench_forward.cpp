@@ -205,6 +205,7 @@ void BM_Llama7BLayer(benchmark::State& state) {
   for (auto& v : x0) v = float(rng.normal());
   lowbit::BlockState x;
   x.T = T;
+  x.x = x0;
   // Warm-up once per T (not once per repetition: T = 2048 takes seconds).
   static std::vector<int64_t> warmed;
   if (std::find(warmed.begin(), warmed.end(), T) == warmed.end()) {
