@@ -5,7 +5,6 @@
 //   s ← s + 0x9E3779B97F4A7C15,  z ← (s ⊕ s≫30)·0xBF58476D1CE4E5B9,
 //   z ← (z ⊕ z≫27)·0x94D049BB133111EB,  out = z ⊕ z≫31   (mod 2⁶⁴).
 // uniform():     (out ≫ 11)·2⁻⁵³ ∈ [0, 1), all 53 mantissa bits random.
-// uniform_f32(): (out ≫ 40)·2⁻²⁴ ∈ [0, 1), all 24 mantissa bits random.
 // NormalRng: standard normals by Box–Muller on two uniforms u1, u2 (u1 clamped
 // to ≥ 1e-300): r = √(−2 ln u1), θ = 2π·u2, returns r·cos θ, then r·sin θ on the
 // next call.
@@ -29,7 +28,6 @@ class SplitMix64 {
   explicit SplitMix64(uint64_t seed) : s_(seed) {}
   uint64_t next_u64() { return splitmix64(s_); }
   double uniform() { return double(next_u64() >> 11) * 0x1.0p-53; }      // [0, 1)
-  float uniform_f32() { return float(next_u64() >> 40) * 0x1.0p-24f; }  // [0, 1)
   uint64_t state() const { return s_; }
 
  private:

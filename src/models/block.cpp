@@ -20,6 +20,4 @@ void Block::forward(BlockState& st, const BlockCtx& ctx) const {
   for (int g = 0; g < G; ++g) advance(g, st, ctx);
 }
 
-std::string Block::site(int g) const { return groups().at(size_t(g)).front()->name; }
-
 }  // namespace lowbit

@@ -66,8 +66,6 @@ class Block {
   virtual int64_t state_floats(int boundary, int64_t T) const = 0;
   // The whole block: boundary 0 → G.
   void forward(BlockState& st, const BlockCtx& ctx) const;
-  // The observed site name of group g (its first linear's name).
-  std::string site(int g) const;
 };
 
 }  // namespace lowbit
