@@ -19,6 +19,7 @@ struct ShapeError : Error { using Error::Error; };    // tensor shape mismatches
 struct DTypeError : Error { using Error::Error; };    // unsupported dtypes
 struct ArgError : Error { using Error::Error; };      // bad command-line values
 struct NumericError : Error { using Error::Error; };  // NaN, non-PD matrices, ...
+struct DeviceError : Error { using Error::Error; };   // CUDA missing, out of device memory, failed calls
 
 }  // namespace lowbit
 

@@ -1,0 +1,39 @@
+// What the rest of lowbit sees of the CUDA backend. Always compiled: in a build
+// without CUDA (LOWBIT_HAVE_CUDA undefined) available() is false and everything
+// else throws DeviceError, so callers need no #ifdefs.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "backend/backend.h"
+#include "quant/gptq_solver.h"
+
+namespace lowbit {
+class LlamaModel;
+namespace cuda {
+
+bool compiled();                 // built with the CUDA backend
+bool available();                // compiled and a CUDA device can be opened
+std::string unavailable_reason();  // why not (for the one-line error)
+std::string describe();          // "NVIDIA H200 (sm_90, 132 SMs, 139.8 GiB)"
+
+// The CUDA implementation of the Backend interface. Pointers passed to it are host
+// pointers (the same contract as the CPU backend): heavy ops (GEMM, linear, attention,
+// Gram matrices, Cholesky family) run on the device with their operands copied in and
+// out; the rest is delegated to the CPU backend (see cuda_backend.cpp for which and why).
+Backend& backend();
+
+// Device memory statistics of the caching allocator (bytes).
+struct MemStats {
+  int64_t in_use = 0, peak = 0, reserved = 0;
+};
+MemStats mem_stats();
+void reset_peak();
+
+// GPTQ / GPTAQ on the device (backend/cuda/gptq_cuda.*): the same contract and result as
+// lowbit::gptq_quantize (quant/gptq_solver.h), W a host pointer [out, in].
+GptqResult gptq_quantize(const float* W, int64_t out, int64_t in, const HessianAccumulator& stats,
+                         const GptqConfig& cfg, const std::string& name = "linear");
+
+}  // namespace cuda
+}  // namespace lowbit
