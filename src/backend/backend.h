@@ -68,4 +68,10 @@ class Backend {
 // The process-wide CPU backend.
 Backend& cpu_backend();
 
+// The backend models and solvers are built on: the CPU backend unless the process chose
+// the CUDA one (`--device cuda`, set once at start-up before any model is loaded).
+Backend& default_backend();
+Device default_device();
+void set_default_device(Device d);  // DeviceError when CUDA is not compiled in or no GPU is found
+
 }  // namespace lowbit

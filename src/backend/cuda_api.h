@@ -3,6 +3,7 @@
 // else throws DeviceError, so callers need no #ifdefs.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "backend/backend.h"
@@ -29,6 +30,13 @@ struct MemStats {
 };
 MemStats mem_stats();
 void reset_peak();
+
+// Device-held running Hessian mean (HessianAccumulator on --device cuda):
+//   H ← a·H + b·XᵀX, X [rows, n] a host f32 matrix; the Gram in f32, H in f64.
+struct DeviceHessian;
+std::shared_ptr<DeviceHessian> make_device_hessian(int64_t n);
+void device_hessian_add(DeviceHessian& h, const float* X, int64_t rows, double a, double b);
+void device_hessian_download(const DeviceHessian& h, double* H);  // [n, n] row-major
 
 // GPTQ / GPTAQ on the device (backend/cuda/gptq_cuda.*): the same contract and result as
 // lowbit::gptq_quantize (quant/gptq_solver.h), W a host pointer [out, in].

@@ -10,7 +10,10 @@ namespace lowbit::cli {
 struct Common {
   int threads = 0;   // 0: all cores
   bool quiet = false;
+  std::string device = "cpu";  // cpu | cuda
 };
+// Adds --device to a subcommand (cpu | cuda).
+void add_device_option(CLI::App* c, Common& common);
 
 using Runner = std::function<int()>;
 // Each registers a subcommand on `app` and sets `*run` to its body (called when selected).

@@ -38,6 +38,7 @@ void add_eval(CLI::App& app, Common& common, Runner* run) {
   ppl->add_option("--output-json,--output_json", o->output_json, "write the result as JSON");
   ppl->add_option("--tokenizer", o->tokenizer, "auto | json | spm")->capture_default_str();
   ppl->add_option("--threads", common.threads, "CPU threads (0: all cores)")->check(CLI::Range(0, 4096));
+  add_device_option(ppl, common);
   ppl->add_flag("--quiet", common.quiet, "no progress output");
   o->flags.add(ppl);
   *run = [o, &common]() {
@@ -77,7 +78,7 @@ void add_eval(CLI::App& app, Common& common, Runner* run) {
                           {"windows", r.windows},   {"seqlen", r.seqlen}, {"model", o->model},
                           {"data", o->data},        {"data_begin", o->data_begin}, {"data_end", o->data_end}, {"seconds", r.seconds},
                           {"tokens_per_second", double(r.windows * r.seqlen) / r.seconds},
-                          {"threads", cpu_backend().threads()}};
+                          {"threads", cpu_backend().threads()}, {"device", r.path}};
       if (qc.any()) j["quantization"] = {{"config", qc.to_json()}, {"summary", qc.summary()}, {"report", qreport}};
       write_file_atomic(o->output_json, j.dump(2) + "\n");
     }

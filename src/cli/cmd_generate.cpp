@@ -33,6 +33,7 @@ void add_generate(CLI::App& app, Common& common, Runner* run) {
   g->add_option("--output-json,--output_json", o->output_json, "write ids and text as JSON");
   g->add_option("--tokenizer", o->tokenizer, "auto | json | spm")->capture_default_str();
   g->add_option("--threads", common.threads, "CPU threads (0: all cores)")->check(CLI::Range(0, 4096));
+  add_device_option(g, common);
   g->add_flag("--quiet", common.quiet, "no progress output");
   *run = [o, &common]() {
     apply_common(common);

@@ -23,6 +23,7 @@ void add_quantize(CLI::App& app, Common& common, Runner* run) {
   c->add_option("--report-json", o->report_json, "also write the quantization report (per-layer errors, timings)");
   c->add_option("--tokenizer", o->tokenizer, "auto | json | spm")->capture_default_str();
   c->add_option("--threads", common.threads, "CPU threads (0: all cores)")->check(CLI::Range(0, 4096));
+  add_device_option(c, common);
   c->add_flag("--quiet", common.quiet, "no progress output");
   o->flags.add(c);
   *run = [o, &common]() {

@@ -12,6 +12,14 @@ namespace lowbit::cli {
 void apply_common(const Common& c) {
   set_quiet(c.quiet);
   cpu_backend().set_threads(c.threads);
+  // Before any model is loaded: models and solvers take the default backend when built.
+  set_default_device(c.device == "cuda" ? Device::CUDA : Device::CPU);
+}
+void add_device_option(CLI::App* c, Common& common) {
+  c->add_option("--device", common.device,
+                "cpu, or cuda (the GPU backend: build with nvcc present; see README 'CUDA backend')")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
 }
 }  // namespace lowbit::cli
 

@@ -47,6 +47,9 @@ class Tensor {
   DType dtype() const { return dtype_; }
   Device device() const { return device_; }
 
+  // Identity of the underlying storage (caches of derived data, e.g. device copies, key on it).
+  std::weak_ptr<const void> storage_handle() const { return storage_; }
+
   void* raw() { return static_cast<char*>(storage_->data) + offset_; }
   const void* raw() const { return static_cast<const char*>(storage_->data) + offset_; }
   template <class T> T* data() { return static_cast<T*>(raw()); }

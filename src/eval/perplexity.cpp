@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "backend/cuda/cuda_llama.h"
 #include "core/error.h"
 #include "core/fault.h"
 #include "core/progress.h"
@@ -43,19 +44,38 @@ PplResult perplexity(LlamaModel& model, const std::vector<int32_t>& tokens, cons
   if (opt.max_windows > 0) nwin = std::min(nwin, opt.max_windows);
 
   auto t0 = std::chrono::steady_clock::now();
-  Progress prog("ppl", nwin, opt.progress);
   const int64_t V = model.cfg.vocab_size;
+  PplResult r;
+  // On --device cuda, plain and weight-quantized models run device-resident (weights
+  // uploaded once, only ids and NLLs cross the bus); the rest through the CUDA Backend.
+  std::unique_ptr<cuda::LlamaRunner> runner;
+  r.path = default_device() == Device::CUDA ? "cuda" : "cpu";
+  if (default_device() == Device::CUDA) {
+    const std::string why = cuda::fast_path_unsupported(model);
+    if (why.empty()) {
+      runner = std::make_unique<cuda::LlamaRunner>(model);
+      r.path = "cuda (device-resident)";
+    } else {
+      r.path = "cuda (generic backend: " + why + ")";
+    }
+    log_info("ppl: " + r.path);
+  }
+  Progress prog("ppl", nwin, opt.progress);
   double total = 0;
   for (int64_t w = 0; w < nwin; ++w) {
     if (w == nwin / 2) fault_point("eval");
     const int32_t* ids = tokens.data() + w * L;
-    Tensor logits = model.forward(ids, L, nullptr);  // [L, V]
-    double nll = sum_nll(logits.f32(), L - 1, V, ids + 1);
+    double nll = 0;
+    if (runner) {
+      for (double v : runner->window_nll(ids, L)) nll += v;
+    } else {
+      Tensor logits = model.forward(ids, L, nullptr);  // [L, V]
+      nll = sum_nll(logits.f32(), L - 1, V, ids + 1);
+    }
     LOWBIT_CHECK(std::isfinite(nll), NumericError, "non-finite loss in window {} (NaN/Inf in the logits)", w);
     total += nll;
     prog.update(w + 1, fmt::format("ppl {:.4f}", std::exp(total / double((w + 1) * (L - 1)))));
   }
-  PplResult r;
   r.nll = total / double(nwin * (L - 1));
   r.ppl = std::exp(r.nll);
   r.tokens = int64_t(tokens.size());

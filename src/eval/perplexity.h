@@ -24,6 +24,7 @@ struct PplResult {
   int64_t windows = 0;      // windows evaluated
   int64_t seqlen = 0;
   double seconds = 0;
+  std::string path = "cpu";  // which forward ran: cpu | cuda (device-resident) | cuda (generic backend: why)
 };
 
 // [BOS] + encode(text). Throws ArgError for empty text.

@@ -30,7 +30,7 @@ class LlamaLayer : public Block {
   int64_t d = 0, f = 0, Hq = 0, Hkv = 0, D = 0;
   float eps = 1e-5f;
   std::vector<float> inv_freq;  // [D/2]
-  Backend* backend = &cpu_backend();
+  Backend* backend = &default_backend();
 
   Tensor attn_norm;  // [d] f32 (undefined: scale-free norm, after fusing into the linears)
   Tensor mlp_norm;   // [d] f32
@@ -78,7 +78,7 @@ class LlamaModel {
   Tensor final_norm;  // [d] f32 (undefined: scale-free)
   Linear lm_head;     // [vocab, d]; aliases embed when tied
   std::string dir;
-  Backend* backend = &cpu_backend();
+  Backend* backend = &default_backend();
 
   // Loads config.json + safetensors from an HF model directory. Checks every
   // shape against the config (ShapeError naming the tensor).

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <set>
 
+#include "backend/cuda_api.h"
 #include "core/error.h"
 #include "core/fault.h"
 #include "core/progress.h"
@@ -237,6 +238,7 @@ HessianAccumulator collect(Calibration& c, int g) {
     }
   }
   prog.clear();
+  H.finalize();  // a device-held H comes to the host for the solvers
   return H;
 }
 
@@ -247,7 +249,9 @@ double solve(const std::vector<Linear*>& group, const HessianAccumulator& H, con
   for (Linear* lin : group) {
     const double ts = now_s();
     const Tensor W = lin->W.to(DType::F32);
-    GptqResult r = gptq_quantize(W.f32(), lin->out(), lin->in(), H, gc, lin->name);
+    // On --device cuda the column loop runs on the GPU (backend/cuda/gptq_cuda.*), same contract.
+    GptqResult r = default_device() == Device::CUDA ? cuda::gptq_quantize(W.f32(), lin->out(), lin->in(), H, gc, lin->name)
+                                                    : gptq_quantize(W.f32(), lin->out(), lin->in(), H, gc, lin->name);
     const double secs = now_s() - ts;
     total += secs;
     linears_report[lin->name] = {{"loss", r.loss}, {"solve_seconds", secs}, {"percdamp", r.percdamp_used}};

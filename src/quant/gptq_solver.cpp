@@ -29,6 +29,7 @@
 #include <numeric>
 
 #include "backend/backend.h"
+#include "backend/cuda_api.h"
 #include "core/error.h"
 #include "core/progress.h"
 
@@ -40,14 +41,26 @@ void HessianAccumulator::add(const float* X, int64_t rows) {
   // batch (≤ a window) in f32 — the GPTQ reference accumulates all of H in f32 —
   // and the running sum over batches in f64.
   const double t = double(tokens), tot = double(tokens + rows);
+  if (default_device() == Device::CUDA) {
+    if (!dev) dev = cuda::make_device_hessian(n);
+    cuda::device_hessian_add(*dev, X, rows, t / tot, 2.0 / tot);
+    tokens += rows;
+    return;
+  }
   std::vector<float> G(static_cast<size_t>(n * n));
-  cpu_backend().gram(X, rows, n, G.data());
+  default_backend().gram(X, rows, n, G.data());
   const double a = t / tot, b = 2.0 / tot;
   double* h = H.data();
   const float* g = G.data();
 #pragma omp parallel for schedule(static) if (n > 256)
   for (int64_t i = 0; i < n * n; ++i) h[i] = h[i] * a + b * double(g[i]);
   tokens += rows;
+}
+
+void HessianAccumulator::finalize() {
+  if (!dev) return;
+  cuda::device_hessian_download(*dev, H.data());
+  dev.reset();
 }
 
 void HessianAccumulator::add_v2(const float* X, const float* Xfp, int64_t rows) {
@@ -58,7 +71,7 @@ void HessianAccumulator::add_v2(const float* X, const float* Xfp, int64_t rows) 
   for (size_t i = 0; i < dX.size(); ++i) dX[i] = double(Xfp[i]) - double(X[i]);
   for (auto& v : dXXT) v *= t / tot;
   // dXXᵀ[a, b] += 2/N Σ_rows (x̃ - x)_a x_b
-  cpu_backend().gemm(true, false, n, n, rows, 2.0 / tot, dX.data(), n, Xd.data(), n, 1.0, dXXT.data(), n);
+  default_backend().gemm(true, false, n, n, rows, 2.0 / tot, dX.data(), n, Xd.data(), n, 1.0, dXXT.data(), n);
   add(X, rows);
 }
 
@@ -69,6 +82,7 @@ GptqResult gptq_quantize(const float* Wf, int64_t out, int64_t in, const Hessian
   LOWBIT_CHECK(st.n == in, ShapeError, "{}: Hessian is {}x{} but the weight has {} input columns", name, st.n, st.n,
                in);
   LOWBIT_CHECK(st.tokens > 0, ArgError, "{}: no calibration tokens reached this layer", name);
+  LOWBIT_ASSERT(!st.pending_on_device());  // finalize() first
   LOWBIT_CHECK(!cfg.use_v2 || !st.dXXT.empty(), ArgError, "{}: GPTAQ needs dXXᵀ statistics (add_v2)", name);
   Backend& be = cpu_backend();
   const int64_t n = in;

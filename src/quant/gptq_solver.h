@@ -1,6 +1,7 @@
 // GPTQ (Frantar et al., 2023) and GPTAQ / "GPTQv2" (Li et al., 2025) as
 // functions of (W, calibration statistics, config). See gptq_solver.cpp.
 #pragma once
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -12,6 +13,10 @@ namespace lowbit {
 //   H     = 2/N Σ x xᵀ            [n, n]
 //   dXXᵀ  = 2/N Σ (x̃ - x) xᵀ      [n, n]  (GPTAQ; x̃ = the full-precision model's input)
 // kept as running means like the reference (rescaled as tokens arrive), in f64.
+namespace cuda {
+struct DeviceHessian;  // backend/cuda_api.h
+}
+
 struct HessianAccumulator {
   explicit HessianAccumulator(int64_t n_in = 0) : n(n_in), H(static_cast<size_t>(n_in * n_in), 0.0) {}
   int64_t n;
@@ -19,6 +24,12 @@ struct HessianAccumulator {
   int64_t tokens = 0;
   void add(const float* X, int64_t rows);                     // X: [rows, n]
   void add_v2(const float* X, const float* Xfp, int64_t rows);  // both [rows, n]
+  // On --device cuda, H is accumulated on the GPU (one f32 Gram per batch folded into an
+  // f64 running mean there, like the host path) and reaches `H` only here; the solvers
+  // refuse statistics that were not finalized.
+  void finalize();
+  bool pending_on_device() const { return dev != nullptr; }
+  std::shared_ptr<cuda::DeviceHessian> dev;
 };
 
 struct GptqConfig {

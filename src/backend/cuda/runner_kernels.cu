@@ -1,0 +1,59 @@
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/runner_kernels.h"
+
+namespace lowbit::cuda {
+namespace {
+
+__device__ inline uint64_t splitmix(uint64_t z) {
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+__device__ inline uint16_t f32_to_bf16_rne(float f) {
+  uint32_t u = __float_as_uint(f);
+  u += 0x7fffu + ((u >> 16) & 1u);  // finite inputs only (these are)
+  return uint16_t(u >> 16);
+}
+
+__global__ void fill_uniform_bf16_k(uint16_t* p, int64_t n, uint64_t seed, float a) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const uint64_t r = splitmix(seed ^ (uint64_t(i) * 0xD1B54A32D192ED03ull));
+    const float u = float(r >> 40) * (1.0f / 16777216.0f);  // [0, 1)
+    p[i] = f32_to_bf16_rne((2.0f * u - 1.0f) * a);
+  }
+}
+
+__global__ void fill_f32_k(float* p, int64_t n, float v) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    p[i] = v;
+}
+
+__global__ void axpby_f64_f32_k(double* H, const float* G, int64_t n, double a, double b) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    H[i] = H[i] * a + b * double(G[i]);
+}
+
+int blocks_for(int64_t n) {
+  int64_t b = (n + 255) / 256;
+  return int(b < 65536 ? (b > 0 ? b : 1) : 65536);
+}
+
+}  // namespace
+
+void fill_uniform_bf16(uint16_t* p, int64_t n, uint64_t seed, float a, cudaStream_t s) {
+  fill_uniform_bf16_k<<<blocks_for(n), 256, 0, s>>>(p, n, seed, a);
+  LOWBIT_CUDA_LAUNCHED();
+}
+void fill_f32(float* p, int64_t n, float v, cudaStream_t s) {
+  fill_f32_k<<<blocks_for(n), 256, 0, s>>>(p, n, v);
+  LOWBIT_CUDA_LAUNCHED();
+}
+
+void axpby_f64_f32(double* H, const float* G, int64_t n, double a, double b, cudaStream_t s) {
+  axpby_f64_f32_k<<<blocks_for(n), 256, 0, s>>>(H, G, n, a, b);
+  LOWBIT_CUDA_LAUNCHED();
+}
+
+}  // namespace lowbit::cuda

@@ -1,0 +1,19 @@
+// Small kernels of the device-resident runner (cuda_llama.cpp): random weights for
+// benchmarks and constant fills. Device pointers; checked launches on stream s.
+#pragma once
+#include <cstdint>
+
+#include <cuda_runtime_api.h>
+
+namespace lowbit::cuda {
+
+// p[i] = bf16(U(-a, a)) from a counter-based hash of (seed, i): the same on every run.
+void fill_uniform_bf16(uint16_t* p, int64_t n, uint64_t seed, float a, cudaStream_t s);
+void fill_f32(float* p, int64_t n, float v, cudaStream_t s);
+
+}  // namespace lowbit::cuda
+
+namespace lowbit::cuda {
+// H[i] = a·H[i] + b·G[i]  (f64 running mean of f32 Gram matrices), n elements.
+void axpby_f64_f32(double* H, const float* G, int64_t n, double a, double b, cudaStream_t s);
+}  // namespace lowbit::cuda
