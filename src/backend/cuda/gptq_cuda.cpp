@@ -1,0 +1,302 @@
+// GPTQ / GPTAQ on the device: lowbit::cuda::gptq_quantize (backend/cuda_api.h), the same
+// contract and result as lowbit::gptq_quantize (quant/gptq_solver.cpp) — read that file
+// first; this one follows it step by step and says only where the device differs.
+//
+// Host (exactly the CPU's code paths): argument checks, dead inputs, damping, the act_order
+// permutation, per-channel / static grids (weight_params), g_idx, GPTAQ's permuted dXXᵀ.
+// Device, all in f64:
+//   U = upper Cholesky factor of (Hp + λI)⁻¹ the way the CPU backend gets it
+//       (inverse_cholesky_upper): with J the reversal, J(Hp+λI)J = L Lᵀ (cusolverDnDpotrf),
+//       L⁻¹ (cublasDtrsm against I), U = J L⁻¹ J (a kernel). λ raised ×10 while potrf fails.
+//   P = α·triu(D·Uᵀ, 1)·U (GPTAQ, two cublasDgemm);
+//   the column loop: per lazy block one kernel (a thread per row, gptq_kernels.h), then
+//       W[:, i2:] -= Err·U[i1:i2, i2:]  (+ Wj·P[i1:i2, i2:]) as cublasDgemm.
+// Device layouts: W, Err, Wj, codes, scales, zeros are stored column-major over rows
+// ([cols][out]) so the kernel's per-row threads coalesce; U, P, D, M are row-major n x n
+// as on the CPU. A row-major matrix is the column-major transpose: the cuBLAS / cuSOLVER
+// calls below say in each case which view they use.
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_context.h"
+#include "backend/cuda/gptq_kernels.h"
+#include "backend/cuda_api.h"
+#include "core/error.h"
+#include "core/progress.h"
+
+namespace lowbit::cuda {
+namespace {
+
+// C = α op(A) op(B) + β C, column-major (cuBLAS's own convention).
+void dgemm(cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n, int64_t k, double alpha,
+           const double* A, int64_t lda, const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
+  LOWBIT_CUBLAS_CHECK(cublasDgemm(cublas(), ta, tb, int(m), int(n), int(k), &alpha, A, int(lda), B, int(ldb), &beta,
+                                  C, int(ldc)));
+}
+
+// U ← upper Cholesky factor of (Hp + λI)⁻¹ (row-major, lower triangle zero), computed as the
+// CPU backend's inverse_cholesky_upper does; A is n x n scratch. false when potrf finds the
+// matrix not positive definite.
+bool inverse_cholesky_upper(const std::vector<double>& Hp, int64_t n, double lambda, DeviceBuffer<double>& A,
+                            DeviceBuffer<double>& U) {
+  // Arev = J (Hp + λI) J: reversing both indices of a row-major matrix reverses its storage.
+  {
+    std::vector<double> Arev(Hp.rbegin(), Hp.rend());
+    for (int64_t j = 0; j < n; ++j) Arev[size_t(j * n + j)] += lambda;
+    upload(A.get(), Arev.data(), A.bytes());
+  }
+  // Row-major Arev = L Lᵀ with L lower. The same bytes read column-major are Arevᵀ = Arev,
+  // and cuSOLVER's UPPER factor there (Arev = Ucᵀ Uc, in the column-major upper triangle)
+  // is, read row-major, L = Ucᵀ in the row-major lower triangle.
+  const int ni = int(n);
+  int lwork = 0;
+  LOWBIT_CUSOLVER_CHECK(cusolverDnDpotrf_bufferSize(cusolver(), CUBLAS_FILL_MODE_UPPER, ni, A.get(), ni, &lwork));
+  DeviceBuffer<double> work(size_t(std::max(lwork, 1)));
+  DeviceBuffer<int> info(1);
+  LOWBIT_CUSOLVER_CHECK(
+      cusolverDnDpotrf(cusolver(), CUBLAS_FILL_MODE_UPPER, ni, A.get(), ni, work.get(), lwork, info.get()));
+  int h_info = 0;
+  download(&h_info, info.get(), sizeof(int));
+  if (h_info > 0) return false;
+  LOWBIT_CHECK(h_info == 0, DeviceError, "cusolverDnDpotrf: invalid argument {}", -h_info);
+  // X = Uc⁻¹ (column-major upper) by solving Uc X = I; read row-major, X is (Ucᵀ)⁻¹ = L⁻¹
+  // (lower; its upper part is never read below).
+  gptq::set_identity(U.get(), n, stream());
+  const double one = 1.0;
+  LOWBIT_CUBLAS_CHECK(cublasDtrsm(cublas(), CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_UPPER, CUBLAS_OP_N,
+                                  CUBLAS_DIAG_NON_UNIT, ni, ni, &one, A.get(), ni, U.get(), ni));
+  // U = J L⁻¹ J (upper), the lower triangle zeroed; A holds it, then the buffers swap.
+  gptq::reverse_to_upper(U.get(), A.get(), n, stream());
+  std::swap(A, U);
+  return true;
+}
+
+}  // namespace
+
+GptqResult gptq_quantize(const float* Wf, int64_t out, int64_t in, const HessianAccumulator& st,
+                         const GptqConfig& cfg, const std::string& name) {
+  const QuantSpec& s = cfg.spec;
+  s.validate(in, name.c_str());
+  LOWBIT_CHECK(st.n == in, ShapeError, "{}: Hessian is {}x{} but the weight has {} input columns", name, st.n, st.n,
+               in);
+  LOWBIT_CHECK(st.tokens > 0, ArgError, "{}: no calibration tokens reached this layer", name);
+  LOWBIT_ASSERT(!st.pending_on_device());  // finalize() first
+  LOWBIT_CHECK(!cfg.use_v2 || !st.dXXT.empty(), ArgError, "{}: GPTAQ needs dXXᵀ statistics (add_v2)", name);
+  // Nothing to do on a device for an empty weight (and zero-sized launches / cuBLAS calls
+  // are not worth special-casing): the CPU gives the same (trivial) result.
+  if (out <= 0 || in <= 0) return lowbit::gptq_quantize(Wf, out, in, st, cfg, name);
+  const int64_t n = in;
+  cudaStream_t strm = stream();
+
+  std::vector<double> W(Wf, Wf + out * in);  // [out, in]
+  std::vector<double> H = st.H;              // [in, in]
+  for (double v : H) LOWBIT_CHECK(std::isfinite(v), NumericError, "{}: Hessian has NaN/Inf entries", name);
+
+  // Dead inputs never fire: any weight is as good as another, make it 0.
+  for (int64_t j = 0; j < n; ++j)
+    if (H[size_t(j * n + j)] <= 0.0) {
+      H[size_t(j * n + j)] = 1.0;
+      for (int64_t r = 0; r < out; ++r) W[size_t(r * n + j)] = 0.0;
+    }
+
+  double mean_diag = 0;  // damping λ = percdamp · mean(diag H)
+  for (int64_t j = 0; j < n; ++j) mean_diag += H[size_t(j * n + j)];
+  mean_diag /= double(n);
+  std::vector<int64_t> perm(static_cast<size_t>(n));
+  std::iota(perm.begin(), perm.end(), 0);
+  if (cfg.act_order)
+    std::stable_sort(perm.begin(), perm.end(),
+                     [&](int64_t a, int64_t b) { return H[size_t(a * n + a)] > H[size_t(b * n + b)]; });
+  std::vector<double> Hp(H.size());  // H in processing order: P H Pᵀ
+#pragma omp parallel for schedule(static) if (n > 256)
+  for (int64_t a = 0; a < n; ++a)
+    for (int64_t b = 0; b < n; ++b) Hp[size_t(a * n + b)] = H[size_t(perm[size_t(a)] * n + perm[size_t(b)])];
+  std::vector<double>().swap(H);
+
+  // U on the device; λ raised while not PD (same messages as the CPU).
+  DeviceBuffer<double> dA(size_t(n * n)), dU(size_t(n * n));
+  double pd = cfg.percdamp;
+  for (int attempt = 0;; ++attempt) {
+    if (inverse_cholesky_upper(Hp, n, pd * mean_diag, dA, dU)) break;
+    LOWBIT_CHECK(attempt < 6, NumericError,
+                 "{}: Hessian is not positive definite even with percdamp {} (calibration data degenerate?)", name,
+                 pd);
+    log_warn(fmt::format("{}: Cholesky failed with percdamp {}, retrying with {}", name, pd, pd * 10));
+    pd *= 10;
+  }
+  std::vector<double>().swap(Hp);
+
+  const int64_t gs = s.groupsize > 0 ? s.groupsize : n;
+  const int64_t ngroups = (n + gs - 1) / gs;  // GPTQ convention: the last group may be shorter
+  QuantizedWeight q;
+  q.bits = s.bits;
+  q.sym = s.sym;
+  q.groupsize = s.groupsize;
+  q.out = out;
+  q.in = n;
+  q.ngroups = ngroups;
+  q.codes.assign(size_t(out * n), 0);
+  q.scales.assign(size_t(out * ngroups), 1.0f);
+  q.zeros.assign(size_t(out * ngroups), 0.0f);
+  q.g_idx.assign(size_t(n), 0);
+  const bool dynamic_groups = s.groupsize > 0 && !cfg.static_groups;
+  if (!dynamic_groups)  // per channel, or static groups: fitted up front on W (host, weight_params)
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < out; ++r) {
+      std::vector<float> v(static_cast<size_t>(gs));
+      for (int64_t k = 0; k < ngroups; ++k) {
+        const int64_t len = std::min(gs, n - k * gs);
+        for (int64_t i = 0; i < len; ++i) v[size_t(i)] = float(W[size_t(r * n + k * gs + i)]);
+        QParams p = weight_params(v.data(), len, s);
+        q.scales[size_t(r * ngroups + k)] = p.scale;
+        q.zeros[size_t(r * ngroups + k)] = p.zero;
+      }
+    }
+  std::vector<int32_t> gj(static_cast<size_t>(n));  // group of processing column j
+  for (int64_t j = 0; j < n; ++j) {  // each column's group (dynamic groups count in processing order)
+    const int64_t c = perm[size_t(j)];
+    q.g_idx[size_t(c)] = int32_t(s.groupsize <= 0 ? 0 : cfg.static_groups ? c / gs : j / gs);
+    gj[size_t(j)] = q.g_idx[size_t(c)];
+  }
+
+  // Device state: W in processing order, [n][out].
+  DeviceBuffer<double> dW(size_t(out * n));
+  {
+    std::vector<double> Wt(size_t(out * n));
+#pragma omp parallel for schedule(static)
+    for (int64_t j = 0; j < n; ++j) {
+      const int64_t c = perm[size_t(j)];
+      for (int64_t r = 0; r < out; ++r) Wt[size_t(j * out + r)] = W[size_t(r * n + c)];
+    }
+    upload(dW.get(), Wt.data(), dW.bytes());
+  }
+  std::vector<double>().swap(W);
+  DeviceBuffer<float> dScales(size_t(out * ngroups)), dZeros(size_t(out * ngroups));
+  {
+    std::vector<float> sc(size_t(out * ngroups)), ze(size_t(out * ngroups));
+    for (int64_t r = 0; r < out; ++r)
+      for (int64_t k = 0; k < ngroups; ++k) {
+        sc[size_t(k * out + r)] = q.scales[size_t(r * ngroups + k)];
+        ze[size_t(k * out + r)] = q.zeros[size_t(r * ngroups + k)];
+      }
+    upload(dScales.get(), sc.data(), dScales.bytes());
+    upload(dZeros.get(), ze.data(), dZeros.bytes());
+  }
+  DeviceBuffer<int32_t> dGj(static_cast<size_t>(n)), dCodes(size_t(out * n));
+  upload(dGj.get(), gj.data(), dGj.bytes());
+  DeviceBuffer<double> dLoss(static_cast<size_t>(out));
+  {
+    std::vector<double> zero(size_t(out), 0.0);
+    upload(dLoss.get(), zero.data(), dLoss.bytes());
+  }
+
+  // GPTAQ: P = α·triu(D·Uᵀ, 1)·U, D = dXXᵀ in processing order (columns of dead inputs zeroed).
+  DeviceBuffer<double> dP;
+  if (cfg.use_v2) {
+    {
+      std::vector<double> D(size_t(n * n));
+#pragma omp parallel for schedule(static) if (n > 256)
+      for (int64_t a = 0; a < n; ++a)
+        for (int64_t b = 0; b < n; ++b) {
+          const int64_t pa = perm[size_t(a)], pb = perm[size_t(b)];
+          D[size_t(a * n + b)] = st.H[size_t(pb * n + pb)] > 0.0 ? st.dXXT[size_t(pa * n + pb)] : 0.0;
+        }
+      upload(dA.get(), D.data(), dA.bytes());  // dA is free once U is made
+    }
+    DeviceBuffer<double> dM(size_t(n * n));
+    dP = DeviceBuffer<double>(size_t(n * n));
+    // Column-major views of the row-major buffers: dU holds Uᵀ, dA holds Dᵀ, dM will hold Mᵀ.
+    // Mᵀ = (D·Uᵀ)ᵀ = U·Dᵀ = (Uᵀ)ᵀ·Dᵀ: op T on dU, op N on dA.
+    dgemm(CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, 1.0, dU.get(), n, dA.get(), n, 0.0, dM.get(), n);
+    gptq::keep_strict_upper(dM.get(), n, strm);  // row-major strict triu of M
+    // Pᵀ = (α M U)ᵀ = α Uᵀ Mᵀ: op N on both.
+    dgemm(CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, cfg.alpha, dU.get(), n, dM.get(), n, 0.0, dP.get(), n);
+  }
+  dA.reset();
+
+  const int64_t B = std::max<int64_t>(1, cfg.blocksize);
+  DeviceBuffer<double> dErr(size_t(out * B));                        // [B][out]
+  DeviceBuffer<double> dWj(cfg.use_v2 ? size_t(out * B) : size_t(0));  // [B][out]
+  gptq::BlockArgs a;
+  a.W = dW.get();
+  a.U = dU.get();
+  a.P = cfg.use_v2 ? dP.get() : nullptr;
+  a.gj = dGj.get();
+  a.scales = dScales.get();
+  a.zeros = dZeros.get();
+  a.codes = dCodes.get();
+  a.err = dErr.get();
+  a.wj = cfg.use_v2 ? dWj.get() : nullptr;
+  a.loss = dLoss.get();
+  a.out = out;
+  a.n = n;
+  a.gs = gs;
+  a.dynamic_groups = dynamic_groups;
+  a.sym = s.sym;
+  a.bits = s.bits;
+  a.clip_ratio = s.clip_ratio;
+  a.mse_clip = s.mse_clip;
+  for (int64_t i1 = 0, i2 = 0; i1 < n; i1 = i2) {
+    i2 = std::min(n, i1 + B);
+    // As on the CPU: a group fitted inside the block must see the updated weights of all
+    // its columns, so the block ends where a group would start inside it and run past it.
+    if (dynamic_groups)
+      for (int64_t g0 = (i1 / gs + 1) * gs; g0 < i2; g0 += gs)
+        if (std::min(n, g0 + gs) > i2) {
+          i2 = g0;
+          break;
+        }
+    const int64_t cnt = i2 - i1;
+    a.i1 = i1;
+    a.i2 = i2;
+    gptq::block(a, strm);
+    // Lazy batch: W[:, i2:] -= Err · U[i1:i2, i2:]  (GPTAQ: += Wj · P[i1:i2, i2:]).
+    // W[:, i2:] is column-major out x (n-i2) at dW + i2·out; Err is column-major out x cnt.
+    // U[i1:i2, i2:] (row-major, at U + i1·n + i2, row stride n) read column-major with
+    // ld n is its transpose (n-i2) x cnt: op T.
+    if (i2 < n) {
+      dgemm(CUBLAS_OP_N, CUBLAS_OP_T, out, n - i2, cnt, -1.0, dErr.get(), out, dU.get() + i1 * n + i2, n, 1.0,
+            dW.get() + i2 * out, out);
+      if (cfg.use_v2)
+        dgemm(CUBLAS_OP_N, CUBLAS_OP_T, out, n - i2, cnt, 1.0, dWj.get(), out, dP.get() + i1 * n + i2, n, 1.0,
+              dW.get() + i2 * out, out);
+    }
+  }
+
+  // Results back: codes to [out, in] in the original column order, grids to [out, ngroups].
+  {
+    std::vector<int32_t> codes(size_t(out * n));
+    download(codes.data(), dCodes.get(), dCodes.bytes());
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < out; ++r)
+      for (int64_t j = 0; j < n; ++j) q.codes[size_t(r * n + perm[size_t(j)])] = codes[size_t(j * out + r)];
+  }
+  if (dynamic_groups) {
+    std::vector<float> sc(size_t(out * ngroups)), ze(size_t(out * ngroups));
+    download(sc.data(), dScales.get(), dScales.bytes());
+    download(ze.data(), dZeros.get(), dZeros.bytes());
+    for (int64_t r = 0; r < out; ++r)
+      for (int64_t k = 0; k < ngroups; ++k) {
+        q.scales[size_t(r * ngroups + k)] = sc[size_t(k * out + r)];
+        q.zeros[size_t(r * ngroups + k)] = ze[size_t(k * out + r)];
+      }
+  }
+  double loss = 0;
+  {
+    std::vector<double> rows(static_cast<size_t>(out));
+    download(rows.data(), dLoss.get(), dLoss.bytes());
+    for (double v : rows) loss += v;
+  }
+  GptqResult res;
+  res.weight = std::move(q);
+  res.loss = loss / 2;
+  res.percdamp_used = pd;
+  return res;
+}
+
+}  // namespace lowbit::cuda
