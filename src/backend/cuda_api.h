@@ -31,6 +31,13 @@ struct MemStats {
 MemStats mem_stats();
 void reset_peak();
 
+// Host-pointer wrappers of the device kernels the quantized forward uses on --device cuda
+// (x is copied in, transformed, copied back):
+//   hadamard_rows: x [rows, n] ← x·H for H = (H_K ⊗ H_P)/√n given as K×K `M` (= Hadamard::HKt, or HK
+//   for the transpose) — Hadamard::apply's arithmetic; act_quant: fake_quant_act's.
+void hadamard_rows_host(float* x, int64_t rows, int64_t n, int64_t P, int64_t K, const float* M);
+void act_quant_host(float* x, int64_t rows, int64_t cols, int bits, int64_t groupsize, bool asym, float clip);
+
 // Device-held running Hessian mean (HessianAccumulator on --device cuda):
 //   H ← a·H + b·XᵀX, X [rows, n] a host f32 matrix; the Gram in f32, H in f64.
 struct DeviceHessian;

@@ -14,6 +14,8 @@ std::string describe() { return "none"; }
 Backend& backend() { throw DeviceError(kWhy); }
 MemStats mem_stats() { return {}; }
 void reset_peak() {}
+void hadamard_rows_host(float*, int64_t, int64_t, int64_t, int64_t, const float*) { throw DeviceError(kWhy); }
+void act_quant_host(float*, int64_t, int64_t, int, int64_t, bool, float) { throw DeviceError(kWhy); }
 struct DeviceHessian {};
 std::shared_ptr<DeviceHessian> make_device_hessian(int64_t) { throw DeviceError(kWhy); }
 void device_hessian_add(DeviceHessian&, const float*, int64_t, double, double) { throw DeviceError(kWhy); }

@@ -397,6 +397,8 @@ QuantizedModel quantize_model(LlamaModel& m, const QuantConfig& cfg, const std::
   }
   rep["seconds"] = now_s() - t_start;
   rep["peak_rss_mb"] = peak_rss_mb();
+  rep["device"] = default_device() == Device::CUDA ? "cuda" : "cpu";
+  if (default_device() == Device::CUDA) rep["peak_device_mb"] = double(cuda::mem_stats().peak) / 1048576.0;
   return out;
 }
 

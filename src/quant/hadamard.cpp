@@ -12,6 +12,7 @@
 #include <numbers>
 #include <random>
 
+#include "backend/cuda_api.h"
 #include "core/error.h"
 #include "core/rng.h"
 
@@ -455,9 +456,17 @@ void transform_row(float* x, int64_t K, int64_t P, const float* M, float* buf) {
   }
 }
 
+// Below this many elements the copies to and from the GPU cost more than the transform.
+constexpr int64_t kDeviceMinElements = int64_t(1) << 16;
+
 void apply_impl(const Hadamard& h, float* x, int64_t rows, bool transpose) {
   LOWBIT_ASSERT(h.n >= 1 && h.K * h.pow2 == h.n);
   if (rows <= 0) return;
+  // --device cuda: large activations (the calibration and evaluation forwards) go to the GPU.
+  if (default_device() == Device::CUDA && rows * h.n >= kDeviceMinElements) {
+    cuda::hadamard_rows_host(x, rows, h.n, h.pow2, h.K, h.K > 1 ? (transpose ? h.HK.data() : h.HKt.data()) : nullptr);
+    return;
+  }
   if (h.K == 1) {
     fwht_rows(x, rows, h.n, true);
     return;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "backend/cuda_api.h"
 #include "core/error.h"
 
 namespace lowbit {
@@ -73,6 +74,10 @@ void fake_quant_act(float* x, int64_t rows, int64_t cols, int bits, int64_t grou
   s.validate(cols, "activation");  // bits 2..8, clip in (0, 1]
   const int64_t g = groupsize > 0 ? groupsize : cols;
   LOWBIT_CHECK(cols % g == 0, ShapeError, "activation groupsize {} does not divide the dimension {}", g, cols);
+  if (default_device() == Device::CUDA && rows * cols >= (int64_t(1) << 16)) {  // same arithmetic on the GPU
+    cuda::act_quant_host(x, rows, cols, bits, groupsize, asym, clip);
+    return;
+  }
   const int qmin = s.qmin(), qmax = s.qmax();
 #pragma omp parallel for schedule(static) if (rows * cols > (1 << 15))
   for (int64_t r = 0; r < rows; ++r)

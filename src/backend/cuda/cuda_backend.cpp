@@ -339,6 +339,23 @@ Backend& backend() {
 
 namespace lowbit::cuda {
 
+void hadamard_rows_host(float* x, int64_t rows, int64_t n, int64_t P, int64_t K, const float* M) {
+  if (rows <= 0) return;
+  DeviceBuffer<float> d(size_t(rows * n)), tmp(K > 1 ? size_t(rows * n) : 0), dM(size_t(K * K));
+  upload(d.get(), x, d.bytes());
+  if (K > 1) upload(dM.get(), M, dM.bytes());
+  hadamard_rows(d.get(), rows, n, P, K, K > 1 ? dM.get() : nullptr, tmp.get(), stream());
+  download(x, d.get(), d.bytes());
+}
+
+void act_quant_host(float* x, int64_t rows, int64_t cols, int bits, int64_t groupsize, bool asym, float clip) {
+  if (rows <= 0) return;
+  DeviceBuffer<float> d(size_t(rows * cols));
+  upload(d.get(), x, d.bytes());
+  act_quant(d.get(), rows, cols, bits, groupsize, asym, clip, stream());
+  download(x, d.get(), d.bytes());
+}
+
 struct DeviceHessian {
   int64_t n = 0;
   DeviceBuffer<double> H;  // [n, n]
