@@ -128,7 +128,7 @@ if has quant; then
   rm -rf "$W/synth7b_q"
   run quant_lowbit 420 "$LB" quantize --device cuda --model "$M" --out "$W/synth7b_q" --recipe quarot-gptq-w4a4kv4 \
     --cal_dataset "$W/synth7b.txt" --nsamples 128 --cal_seqlen 2048 --report-json "$W/quant_report.json"
-  run quant_torch 300 env PYTHONUNBUFFERED=1 "$PY" bench/torch_quarot_gptq.py --layers "$L" --nsamples 128 --seqlen 2048 \
+  [[ "${QUANT_TORCH:-1}" == 1 ]] && run quant_torch 300 env PYTHONUNBUFFERED=1 "$PY" bench/torch_quarot_gptq.py --layers "$L" --nsamples 128 --seqlen 2048 \
     --json-out "$W/quant_torch.json"
   [[ -f "$W/quant_report.json" ]] && row quant "lowbit QuaRot-GPTQ W4A4KV4, $L 7B-shaped layers, 128x2048" \
     "$(json "$W/quant_report.json" "f\"{d['seconds']:.1f} s total; peak device {d.get('peak_device_mb',0)/1024:.1f} GiB; peak RSS {d['peak_rss_mb']/1024:.1f} GiB\"")"
