@@ -27,6 +27,8 @@
 #include "io/tokenizer.h"
 #include "models/llama.h"
 #include "quant/gptq_solver.h"
+#include "quant/rotation.h"
+#include "quant/runtime.h"
 #include "testing.h"
 
 using namespace lowbit;
@@ -311,4 +313,103 @@ TEST(CudaModel, PerplexityEqualsCpu) {
   EXPECT_EQ(g.path, "cuda (device-resident)");
   std::printf("  ppl cpu %.6f cuda %.6f\n", c.ppl, g.ppl);
   EXPECT_NEAR(g.ppl, c.ppl, 1e-5 * c.ppl);
+}
+
+// The fused flash-attention kernel (RunnerOptions::flash_attention) against the tiled
+// cuBLAS path on the same random bf16 model, head_dim 64, GQA 2:1, T = 700 (11 query tiles
+// of the kernel, 3 blocks of the tiled path, neither a multiple of its tile). Both round
+// q/k/v, P and the attention output to bf16; they differ in where P is rounded (before vs
+// after normalizing, each 2^-9 relative) and the summation order, ~1e-3 in the logits
+// expected; 2e-2 still catches a wrong mask, tile edge or GQA map (O(1)).
+TEST(CudaModel, RunnerFlashAttentionEqualsTiled) {
+  REQUIRE_GPU();
+  LlamaConfig cfg;
+  cfg.architecture = "LlamaForCausalLM";
+  cfg.model_type = "llama";
+  cfg.hidden_size = 512;
+  cfg.intermediate_size = 1024;
+  cfg.num_layers = 2;
+  cfg.num_heads = 8;
+  cfg.num_kv_heads = 4;
+  cfg.head_dim = 64;
+  cfg.vocab_size = 1000;
+  cfg.max_position = 1024;
+  cfg.rms_eps = 1e-5;
+  cfg.rope.theta = 10000.0;
+  const int64_t T = 700;
+  std::vector<int32_t> ids(static_cast<size_t>(T));
+  for (int64_t t = 0; t < T; ++t) ids[size_t(t)] = int32_t((t * 7919 + 13) % cfg.vocab_size);
+  cuda::RunnerOptions tiled_opt, flash_opt;
+  flash_opt.flash_attention = true;
+  auto tiled = cuda::LlamaRunner::random(cfg, 77, tiled_opt);
+  auto flash = cuda::LlamaRunner::random(cfg, 77, flash_opt);
+  const auto a = tiled->logits(ids.data(), T), b = flash->logits(ids.data(), T);
+  size_t nans = 0;
+  for (float x : b) nans += std::isnan(x) ? 1 : 0;
+  EXPECT_EQ(nans, 0u);
+  const double e = normalized_error(b, a);
+  std::printf("  random 2-layer model T=%lld flash vs tiled attention: %.3g\n", (long long)T, e);
+  EXPECT_LT(e, 2e-2);
+  EXPECT_GT(e, 0.0);  // the two paths round P differently: identical logits mean the flash path did not run
+}
+
+// The device-resident calibration steps (cuda_block.cpp) against LlamaLayer::advance on the
+// CPU and the host group inputs: stories260K layer 1 with the QuaRot online transforms
+// (cross-head before o_proj, H_f of order 172 = 43·4 before down_proj, per-head R3 on Q/K)
+// and 4-bit activation / KV quantizers, with f32 and f16-rounded Hadamards.
+// Tolerance: quantizers off 1e-5 (f32 on both sides, summation order only); on 3e-2: a value
+// within an ulp of a rounding boundary may take the neighbouring 4-bit code on one side
+// (one grid step, ~1/8 of that token's range), which then propagates through the layer.
+TEST(CudaBlock, AdvanceAndGroupGramEqualHost) {
+  REQUIRE_GPU();
+  LOWBIT_REQUIRE_SHARED(model_dir, "models/stories260K");
+  for (bool fp32_had : {true, false})
+    for (bool aq : {false, true}) {
+      LlamaModel m = LlamaModel::load(model_dir);
+      QuantRuntime rt;
+      rt.cfg.a_bits = 4;
+      rt.cfg.k_bits = 4;
+      rt.cfg.v_bits = 4;
+      rt.cfg.k_asym = true;
+      rt.cfg.fp32_had = fp32_had;
+      rt.rotated = true;
+      rt.rot = make_online_rotations(m.cfg, 0);
+      install_runtime(m, rt);
+      LlamaLayer& L = m.layers[1];
+      ASSERT_TRUE(bool(L.o_proj.rot) && bool(L.down_proj.rot) && bool(L.qk_rot));
+      const int64_t T = 37;
+      BlockState st0;
+      st0.T = T;
+      st0.x = randn<float>(size_t(T * L.d), 81);
+      BlockCtx ctx;
+      ctx.act_quant = aq;
+      const double tol = aq ? 3e-2 : 1e-5;
+      BlockState h = st0, dv = st0;
+      for (int g = 0; g < 4; ++g) {
+        // group g's Hessian from the state at boundary g (equal on both sides so far, up to tol)
+        const Linear& first = *L.groups()[size_t(g)].front();
+        L.backend = &cpu_backend();
+        std::vector<float> buf, pbuf;
+        HessianAccumulator Hh(first.in()), Hd(first.in());
+        Hh.add(linear_input(first, L.group_input(g, h, buf), T, aq, pbuf), T);
+        Hd.dev = cuda::make_device_hessian(first.in());
+        ASSERT_TRUE(cuda::block_group_gram(L, g, h, aq, *Hd.dev, 0.0, 2.0 / double(T)));
+        Hd.tokens = T;
+        Hd.finalize();
+        const double eh = nerr(Hd.H, Hh.H);
+        // the steps themselves
+        L.advance(g, h, ctx);
+        L.backend = &cuda::backend();
+        L.advance(g, dv, ctx);
+        const double ex = normalized_error(dv.x, h.x);
+        const double ea = h.a.empty() ? 0.0 : normalized_error(dv.a, h.a);
+        std::printf("  fp32_had %d act_quant %d group %d: H %.3g, x %.3g, a %.3g\n", int(fp32_had), int(aq), g, eh, ex,
+                    ea);
+        EXPECT_LT(eh, tol) << "group " << g;
+        EXPECT_LT(ex, tol) << "group " << g;
+        EXPECT_EQ(dv.a.size(), h.a.size());
+        EXPECT_LT(ea, tol) << "group " << g;
+        dv = h;  // continue both from the host state, so each group is checked on its own
+      }
+    }
 }

@@ -65,10 +65,12 @@ void perturb(LlamaModel& m) {
 void install_online(LlamaModel& m, const OnlineRotations& R) {
   const int64_t Hq = m.cfg.num_heads, D = m.cfg.head_dim;
   for (auto& L : m.layers) {
-    auto heads = R.heads;
-    L.o_proj.rot = [heads, Hq, D](float* x, int64_t rows, int64_t) { apply_cross_head(*heads, x, rows, Hq, D); };
-    auto Hf = R.ffn;
-    L.down_proj.rot = [Hf](float* x, int64_t rows, int64_t) { Hf->apply(x, rows); };
+    L.o_proj.rot.kind = OnlineTransform::Kind::cross_head;
+    L.o_proj.rot.H = R.heads;
+    L.o_proj.rot.heads = Hq;
+    L.o_proj.rot.head_dim = D;
+    L.down_proj.rot.kind = OnlineTransform::Kind::full;
+    L.down_proj.rot.H = R.ffn;
   }
 }
 

@@ -11,6 +11,10 @@
 
 namespace lowbit {
 class LlamaModel;
+class LlamaLayer;
+class Block;
+struct BlockState;
+struct BlockCtx;
 namespace cuda {
 
 bool compiled();                 // built with the CUDA backend
@@ -44,6 +48,18 @@ struct DeviceHessian;
 std::shared_ptr<DeviceHessian> make_device_hessian(int64_t n);
 void device_hessian_add(DeviceHessian& h, const float* X, int64_t rows, double a, double b);
 void device_hessian_download(const DeviceHessian& h, double* H);  // [n, n] row-major
+
+// Device-resident calibration steps (backend/cuda/cuda_block.cpp). Each copies the block
+// state in once and out once and runs everything between on the GPU, with the weights
+// from the backend's cache. Both return false, having done nothing, where the device path
+// does not apply (then the caller runs the host path): a KV cache, an observer, a start
+// position other than 0, biases, or a linear without a float weight.
+//   llama_advance:  LlamaLayer::advance(g, st, ctx).
+//   block_group_gram: group g's input (norm, online transform, activation quantizer when
+//                     act_quant) folded into h (H ← a·H + b·XᵀX); only LlamaLayer blocks.
+bool llama_advance(const LlamaLayer& L, int g, BlockState& st, const BlockCtx& ctx);
+bool block_group_gram(const Block& blk, int g, const BlockState& st, bool act_quant, DeviceHessian& h, double a,
+                      double b);
 
 // GPTQ / GPTAQ on the device (backend/cuda/gptq_cuda.*): the same contract and result as
 // lowbit::gptq_quantize (quant/gptq_solver.h), W a host pointer [out, in].

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "backend/cuda_api.h"
 #include "core/error.h"
 #include "models/llama_names.h"
 
@@ -70,6 +71,8 @@ const float* group_pre(const std::vector<const Linear*>& grp, const float* xin, 
 }  // namespace
 
 void LlamaLayer::advance(int g, BlockState& st, const BlockCtx& ctx) const {
+  // On the CUDA backend the whole step runs on the GPU where it can (backend/cuda/cuda_block.cpp).
+  if (backend->device() == Device::CUDA && cuda::llama_advance(*this, g, st, ctx)) return;
   const int64_t T = st.T;
   Backend& be = *backend;
   // Scratch reused across calls: these are tens of MB at 7B shapes, and fresh

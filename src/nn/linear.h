@@ -23,8 +23,25 @@ struct QuantizedWeight;  // quant/qgrid.h
 
 // Sees the input of a linear (or another activation site) by name: x [rows, cols].
 using Observer = std::function<void(const std::string& name, const float* x, int64_t rows, int64_t cols)>;
-// In-place transform of an activation x [rows, cols] (stateless: the same input gives the same output).
-using OnlineTransform = std::function<void(float* x, int64_t rows, int64_t cols)>;
+struct Hadamard;  // quant/hadamard.h
+
+// An online transform of an activation x [rows, cols], in place, as data (so every backend
+// can run it; the host implementation is in quant/rotation.cpp):
+//   full        x ← x·H on each row (H.n == cols)
+//   per_block   x ← x·H on each block of H.n consecutive columns (QuaRot R3 per head)
+//   cross_head  each row viewed as [heads, head_dim]: H (of order heads) mixes the heads
+//               for every d (the online part of R2 before o_proj)
+// f16_io: input and result are rounded to f16 around the f32 transform (QuaRot's
+// online Hadamards in the model's FP16, i.e. without --fp32_had).
+struct OnlineTransform {
+  enum class Kind { none, full, per_block, cross_head };
+  Kind kind = Kind::none;
+  std::shared_ptr<const Hadamard> H;
+  int64_t heads = 0, head_dim = 0;  // cross_head
+  bool f16_io = false;
+  explicit operator bool() const { return kind != Kind::none; }
+  void operator()(float* x, int64_t rows, int64_t cols) const;
+};
 
 // Dynamic fake quantization of an activation, per row (token) and group of columns.
 struct ActQuant {

@@ -195,6 +195,17 @@ int64_t solver_reserve(const std::vector<Linear*>& group, bool v2) {
   return 8 * n * n * (v2 ? 8 : 5) + 16 * max_out * n;
 }
 
+// --device cuda: group g's input is made and folded into H on the GPU from one copy of the
+// state (false: the block or its settings need the host path).
+bool device_gram(HessianAccumulator& H, const Block& blk, int g, const BlockState& st, bool act_quant) {
+  if (default_device() != Device::CUDA) return false;
+  if (!H.dev) H.dev = cuda::make_device_hessian(H.n);
+  const double t = double(H.tokens), tot = double(H.tokens + st.T);
+  if (!cuda::block_group_gram(blk, g, st, act_quant, *H.dev, t / tot, 2.0 / tot)) return false;
+  H.tokens += st.T;
+  return true;
+}
+
 // collect: H (and GPTAQ's dXXᵀ) of group g's shared input over every sample. A sample
 // stored before boundary g is brought forward; it stays there if its state shrinks or
 // still fits the budget (greedily, in sample order), else it is recomputed when next needed.
@@ -219,13 +230,13 @@ HessianAccumulator collect(Calibration& c, int g) {
         sfp = &c.tfp;
       }
     }
-    const float* in = linear_input(first, c.blk.group_input(g, *sq, c.buf), sq->T, c.cq.act_quant, c.pbuf);
     if (c.v2) {
+      const float* in = linear_input(first, c.blk.group_input(g, *sq, c.buf), sq->T, c.cq.act_quant, c.pbuf);
       const Linear& ffirst = *c.fp->groups()[size_t(g)].front();
       const float* in_fp = linear_input(ffirst, c.fp->group_input(g, *sfp, c.fbuf), sfp->T, false, c.fpbuf);
       H.add_v2(in, in_fp, sq->T);
-    } else {
-      H.add(in, sq->T);
+    } else if (!device_gram(H, c.blk, g, *sq, c.cq.act_quant)) {
+      H.add(linear_input(first, c.blk.group_input(g, *sq, c.buf), sq->T, c.cq.act_quant, c.pbuf), sq->T);
     }
     const int64_t grown = c.stored - c.bytes_at(s, from) + c.bytes_at(s, g);
     if (s == c.N / 2) fault_point("calibration");

@@ -25,6 +25,7 @@
 #include <cstring>
 #include <vector>
 
+#include "core/dtype.h"
 #include "core/error.h"
 #include "core/rng.h"
 
@@ -151,6 +152,33 @@ void apply_cross_head(const Hadamard& Hh, float* x, int64_t rows, int64_t heads,
         for (int64_t d = 0; d < D; ++d) row[h * D + d] = col[size_t(d * heads + h)];
     }
   }
+}
+
+void OnlineTransform::operator()(float* x, int64_t rows, int64_t cols) const {
+  if (kind == Kind::none) return;
+  LOWBIT_ASSERT(H != nullptr);
+  auto round_f16 = [&] {
+    if (!f16_io) return;
+#pragma omp parallel for schedule(static) if (rows * cols > (1 << 16))
+    for (int64_t i = 0; i < rows * cols; ++i) x[i] = f16_to_f32(f32_to_f16(x[i]));
+  };
+  round_f16();
+  switch (kind) {
+    case Kind::full:
+      LOWBIT_ASSERT(H->n == cols);
+      H->apply(x, rows);
+      break;
+    case Kind::per_block:
+      apply_per_block(*H, x, rows, cols);
+      break;
+    case Kind::cross_head:
+      LOWBIT_ASSERT(heads * head_dim == cols);
+      apply_cross_head(*H, x, rows, heads, head_dim);
+      break;
+    case Kind::none:
+      break;
+  }
+  round_f16();
 }
 
 void fuse_norms(LlamaModel& m) {

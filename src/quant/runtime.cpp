@@ -26,16 +26,15 @@ ActQuant act_quant(const QuantRuntime& rt, const std::string& site, int bits) {
 // Without --fp32_had QuaRot computes its online Hadamards in the model's FP16: the
 // input and the result are FP16 values. lowbit's activations are f32, so that mode
 // rounds both to f16 around the (f32) transform.
-OnlineTransform in_had_dtype(OnlineTransform t, bool fp32) {
-  if (fp32 || !t) return t;
-  return [t](float* x, int64_t rows, int64_t cols) {
-    auto round = [&] {
-      for (int64_t i = 0; i < rows * cols; ++i) x[i] = f16_to_f32(f32_to_f16(x[i]));
-    };
-    round();
-    t(x, rows, cols);
-    round();
-  };
+OnlineTransform transform(OnlineTransform::Kind kind, std::shared_ptr<const Hadamard> H, bool fp32_had,
+                          int64_t heads = 0, int64_t head_dim = 0) {
+  OnlineTransform t;
+  t.kind = kind;
+  t.H = std::move(H);
+  t.heads = heads;
+  t.head_dim = head_dim;
+  t.f16_io = !fp32_had;
+  return t;
 }
 
 }  // namespace
@@ -54,18 +53,13 @@ void install_runtime(LlamaModel& m, const QuantRuntime& rt) {
       }
     }
     if (rt.rotated) {
-      auto heads = rt.rot.heads;
-      L.o_proj.rot = in_had_dtype(
-          [heads, Hq, D](float* x, int64_t rows, int64_t) { apply_cross_head(*heads, x, rows, Hq, D); }, c.fp32_had);
-      auto Hf = rt.rot.ffn;
-      L.down_proj.rot = in_had_dtype([Hf](float* x, int64_t rows, int64_t) { Hf->apply(x, rows); }, c.fp32_had);
+      L.o_proj.rot = transform(OnlineTransform::Kind::cross_head, rt.rot.heads, c.fp32_had, Hq, D);
+      L.down_proj.rot = transform(OnlineTransform::Kind::full, rt.rot.ffn, c.fp32_had);
     }
     // After RoPE: R3 on Q and K (when rotating and K is quantized), then K/V fake quant per head.
     L.qk_rot = {};
     if (rt.rotated && (c.k_bits < 16 || rt.force_qk_rotation)) {
-      auto head = rt.rot.head;
-      L.qk_rot = in_had_dtype([head](float* x, int64_t rows, int64_t cols) { apply_per_block(*head, x, rows, cols); },
-                              c.fp32_had);
+      L.qk_rot = transform(OnlineTransform::Kind::per_block, rt.rot.head, c.fp32_had);
     }
     const int64_t kgs = c.k_groupsize > 0 ? c.k_groupsize : D, vgs = c.v_groupsize > 0 ? c.v_groupsize : D;
     if (c.k_bits < 16 || c.v_bits < 16)

@@ -207,6 +207,12 @@ class WeightCache {
   uint64_t clock_ = 0;
 };
 
+std::mutex g_cache_mu;  // the weight cache may be reached from several host threads
+WeightCache& weight_cache() {
+  static WeightCache* c = new WeightCache;  // never destroyed (device memory goes with the process)
+  return *c;
+}
+
 class CudaBackend final : public Backend {
  public:
   const char* name() const override { return "cuda"; }
@@ -239,8 +245,7 @@ class CudaBackend final : public Backend {
     const int64_t N = W.size(0), K = W.size(1);
     if (M == 0) return;
     wtype_of(W.dtype());  // DTypeError for anything but f32/f16/bf16
-    std::lock_guard<std::mutex> lk(mu_);
-    const float* dW = cache_.get(W);
+    const float* dW = cached_weight_f32(W);
     DeviceBuffer<float> dX(size_t(M * K)), dY(size_t(M * N));
     upload(dX.get(), X, size_t(M * K) * 4);
     gemm_dev(false, true, M, N, K, 1.0f, dX.get(), dW, 0.0f, dY.get());
@@ -318,13 +323,19 @@ class CudaBackend final : public Backend {
   void svd(const double* A, int64_t m, int64_t n, double* U, double* S, double* Vt) override {
     cpu_backend().svd(A, m, n, U, S, Vt);
   }
-
- private:
-  std::mutex mu_;  // the weight cache (linear() may be called from several host threads)
-  WeightCache cache_;
 };
 
 }  // namespace
+
+void gemm_f32(bool tA, bool tB, int64_t M, int64_t N, int64_t K, float alpha, const float* A, const float* B,
+              float beta, float* C) {
+  gemm_dev(tA, tB, M, N, K, alpha, A, B, beta, C);
+}
+
+const float* cached_weight_f32(const Tensor& W) {
+  std::lock_guard<std::mutex> lk(g_cache_mu);
+  return weight_cache().get(W);
+}
 
 Backend& backend() {
   if (!available()) throw DeviceError("--device cuda: " + unavailable_reason());
@@ -380,6 +391,12 @@ void device_hessian_add(DeviceHessian& h, const float* X, int64_t rows, double a
   upload(h.X.get(), X, size_t(rows * n) * 4);
   gemm_dev(true, false, n, n, rows, 1.0f, h.X.get(), h.X.get(), 0.0f, h.G.get());
   axpby_f64_f32(h.H.get(), h.G.get(), n * n, a, b, stream());
+}
+
+void device_hessian_add_device(DeviceHessian& h, const float* dX, int64_t rows, double a, double b) {
+  if (rows == 0) return;
+  gemm_dev(true, false, h.n, h.n, rows, 1.0f, dX, dX, 0.0f, h.G.get());
+  axpby_f64_f32(h.H.get(), h.G.get(), h.n * h.n, a, b, stream());
 }
 
 void device_hessian_download(const DeviceHessian& h, double* H) { download(H, h.H.get(), h.H.bytes()); }

@@ -12,6 +12,10 @@
 
 #include "backend/cuda/cuda_check.h"
 
+namespace lowbit {
+class Tensor;
+}
+
 namespace lowbit::cuda {
 
 // Opens device 0 on first use (DeviceError when there is none).
@@ -63,6 +67,18 @@ class DeviceBuffer {
   size_t n_ = 0;
   T* p_ = nullptr;
 };
+
+// The device copy (f32) of a weight from the CUDA backend's weight cache (uploaded on a
+// miss). Use it in work enqueued right away: a later call may evict it (stream-ordered,
+// so work already enqueued still reads the right data).
+const float* cached_weight_f32(const Tensor& W);
+// Row-major C[M,N] = alpha op(A) op(B) + beta C on dense device f32 operands (cuBLAS, no TF32).
+void gemm_f32(bool tA, bool tB, int64_t M, int64_t N, int64_t K, float alpha, const float* A, const float* B,
+              float beta, float* C);
+
+// H ← a·H + b·XᵀX for X [rows, n] already on the device (DeviceHessian of cuda_api.h).
+struct DeviceHessian;
+void device_hessian_add_device(DeviceHessian& h, const float* dX, int64_t rows, double a, double b);
 
 // Host → device / device → host on stream(); both synchronous with respect to the host
 // (the host buffer may be reused right after the call returns).

@@ -145,18 +145,6 @@ GptqResult gptq_quantize(const float* Wf, int64_t out, int64_t in, const Hessian
   q.zeros.assign(size_t(out * ngroups), 0.0f);
   q.g_idx.assign(size_t(n), 0);
   const bool dynamic_groups = s.groupsize > 0 && !cfg.static_groups;
-  if (!dynamic_groups)  // per channel, or static groups: fitted up front on W (host, weight_params)
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < out; ++r) {
-      std::vector<float> v(static_cast<size_t>(gs));
-      for (int64_t k = 0; k < ngroups; ++k) {
-        const int64_t len = std::min(gs, n - k * gs);
-        for (int64_t i = 0; i < len; ++i) v[size_t(i)] = float(W[size_t(r * n + k * gs + i)]);
-        QParams p = weight_params(v.data(), len, s);
-        q.scales[size_t(r * ngroups + k)] = p.scale;
-        q.zeros[size_t(r * ngroups + k)] = p.zero;
-      }
-    }
   std::vector<int32_t> gj(static_cast<size_t>(n));  // group of processing column j
   for (int64_t j = 0; j < n; ++j) {  // each column's group (dynamic groups count in processing order)
     const int64_t c = perm[size_t(j)];
@@ -176,16 +164,19 @@ GptqResult gptq_quantize(const float* Wf, int64_t out, int64_t in, const Hessian
     upload(dW.get(), Wt.data(), dW.bytes());
   }
   std::vector<double>().swap(W);
+  // Per channel / static groups: every grid fitted up front on the device (weight_params'
+  // arithmetic; the MSE clip search was the whole solve's cost on the host). Dynamic groups
+  // are fitted inside the column loop.
   DeviceBuffer<float> dScales(size_t(out * ngroups)), dZeros(size_t(out * ngroups));
-  {
-    std::vector<float> sc(size_t(out * ngroups)), ze(size_t(out * ngroups));
-    for (int64_t r = 0; r < out; ++r)
-      for (int64_t k = 0; k < ngroups; ++k) {
-        sc[size_t(k * out + r)] = q.scales[size_t(r * ngroups + k)];
-        ze[size_t(k * out + r)] = q.zeros[size_t(r * ngroups + k)];
-      }
-    upload(dScales.get(), sc.data(), dScales.bytes());
-    upload(dZeros.get(), ze.data(), dZeros.bytes());
+  if (!dynamic_groups) {
+    LOWBIT_CHECK(ngroups <= 65535, ArgError, "{}: {} groups per row is more than the device fit handles", name, ngroups);
+    std::vector<int32_t> cmap(static_cast<size_t>(n));  // original column → processing position
+    for (int64_t j = 0; j < n; ++j) cmap[size_t(perm[size_t(j)])] = int32_t(j);
+    DeviceBuffer<int32_t> dCmap(static_cast<size_t>(n));
+    upload(dCmap.get(), cmap.data(), dCmap.bytes());
+    gptq::fit_static(dW.get(), out, n, gs, ngroups, dCmap.get(), s.sym, s.bits, s.clip_ratio, s.mse_clip,
+                     dScales.get(), dZeros.get(), strm);
+    sync();  // dCmap goes back to the cache
   }
   DeviceBuffer<int32_t> dGj(static_cast<size_t>(n)), dCodes(size_t(out * n));
   upload(dGj.get(), gj.data(), dGj.bytes());
@@ -276,7 +267,7 @@ GptqResult gptq_quantize(const float* Wf, int64_t out, int64_t in, const Hessian
     for (int64_t r = 0; r < out; ++r)
       for (int64_t j = 0; j < n; ++j) q.codes[size_t(r * n + perm[size_t(j)])] = codes[size_t(j * out + r)];
   }
-  if (dynamic_groups) {
+  {  // grids back ([ngroups][out] on the device)
     std::vector<float> sc(size_t(out * ngroups)), ze(size_t(out * ngroups));
     download(sc.data(), dScales.get(), dScales.bytes());
     download(ze.data(), dZeros.get(), dZeros.bytes());

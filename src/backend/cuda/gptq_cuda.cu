@@ -36,12 +36,13 @@ __device__ __forceinline__ float wval(const double* W, int64_t out, int64_t r, i
   return __double2float_rn(W[col * out + r]);
 }
 
-// find_params (qgrid.cpp) over row r, columns [col0, col0 + len) of W.
-__device__ QP find_params(const double* W, int64_t out, int64_t r, int64_t col0, int64_t len, bool sym, int qmax,
-                          float clip) {
+// find_params (qgrid.cpp) over row r, columns col(0..len-1) of W.
+template <class Col>
+__device__ QP find_params_cols(const double* W, int64_t out, int64_t r, int64_t len, Col col, bool sym, int qmax,
+                               float clip) {
   float mn = 0.0f, mx = 0.0f;
   for (int64_t i = 0; i < len; ++i) {
-    const float x = wval(W, out, r, col0 + i);
+    const float x = wval(W, out, r, col(i));
     mn = x < mn ? x : mn;  // std::min(mn, x)
     mx = mx < x ? x : mx;  // std::max(mx, x)
   }
@@ -61,28 +62,85 @@ __device__ QP find_params(const double* W, int64_t out, int64_t r, int64_t col0,
   return p;
 }
 
+// Σ |dequant(quant(x)) - x|^2.4 of candidate grid c over the columns (find_params_mse's error).
+template <class Col>
+__device__ double mse_err(const double* W, int64_t out, int64_t r, int64_t len, Col col, QP c, int qmin, int qmax) {
+  const float fqmin = float(qmin), fqmax = float(qmax);
+  double err = 0;
+  for (int64_t k = 0; k < len; ++k) {
+    const float x = wval(W, out, r, col(k));
+    const float q = qcode(x, c.scale, c.zero, fqmin, fqmax);
+    const float d = __fmaf_rn(__fsub_rn(q, c.zero), c.scale, -x);
+    err = __dadd_rn(err, pow(fabs(double(d)), 2.4));
+  }
+  return err;
+}
+
+// Shrink factor of candidate i of the MSE search: 1 - i/100, i < kMseGrid.
+constexpr int kMseGrid = 80;
+__device__ __forceinline__ float mse_shrink(int i) { return __fsub_rn(1.0f, __fdiv_rn(float(i), 100.0f)); }
+
+__device__ QP find_params(const double* W, int64_t out, int64_t r, int64_t col0, int64_t len, bool sym, int qmax,
+                          float clip) {
+  return find_params_cols(W, out, r, len, [col0](int64_t i) { return col0 + i; }, sym, qmax, clip);
+}
+
 // find_params_mse (qgrid.cpp).
 __device__ QP find_params_mse(const double* W, int64_t out, int64_t r, int64_t col0, int64_t len, bool sym,
                               int qmin, int qmax) {
-  QP best = find_params(W, out, r, col0, len, sym, qmax, 1.0f);
+  auto col = [col0](int64_t i) { return col0 + i; };
+  QP best = find_params_cols(W, out, r, len, col, sym, qmax, 1.0f);
   double best_err = __longlong_as_double(0x7ff0000000000000LL);  // +inf
-  const float fqmin = float(qmin), fqmax = float(qmax);
-  for (int i = 0; i < 80; ++i) {
-    const float pc = __fsub_rn(1.0f, __fdiv_rn(float(i), 100.0f));
-    const QP c = find_params(W, out, r, col0, len, sym, qmax, pc);
-    double err = 0;
-    for (int64_t k = 0; k < len; ++k) {
-      const float x = wval(W, out, r, col0 + k);
-      const float q = qcode(x, c.scale, c.zero, fqmin, fqmax);
-      const float d = __fmaf_rn(__fsub_rn(q, c.zero), c.scale, -x);
-      err = __dadd_rn(err, pow(fabs(double(d)), 2.4));
-    }
+  for (int i = 0; i < kMseGrid; ++i) {
+    const QP c = find_params_cols(W, out, r, len, col, sym, qmax, mse_shrink(i));
+    const double err = mse_err(W, out, r, len, col, c, qmin, qmax);
     if (err < best_err) {
       best_err = err;
       best = c;
     }
   }
   return best;
+}
+
+// Static grids (per channel / static groups): block (r, k) fits row r's group k over the
+// original columns [k·gs, k·gs + len), found at processing positions cmap[c]. With the MSE
+// search each of the first kMseGrid threads scores one candidate; the first minimum wins,
+// exactly as the sequential loop picks it.
+__global__ void fit_static_kernel(const double* W, int64_t out, int64_t n, int64_t gs, const int32_t* cmap, bool sym,
+                                  int bits, float clip, bool mse, float* scales, float* zeros) {
+  const int64_t r = blockIdx.x, k = blockIdx.y;
+  const int64_t col0 = k * gs, len = gs < n - col0 ? gs : n - col0;
+  const int qmin = sym ? -(1 << (bits - 1)) : 0;
+  const int qmax = sym ? (1 << (bits - 1)) - 1 : (1 << bits) - 1;
+  auto col = [cmap, col0](int64_t i) { return int64_t(cmap[col0 + i]); };
+  __shared__ double errs[kMseGrid];
+  __shared__ QP cands[kMseGrid];
+  const int t = threadIdx.x;
+  if (!mse) {
+    if (t == 0) {
+      const QP p = find_params_cols(W, out, r, len, col, sym, qmax, clip);
+      scales[k * out + r] = p.scale;
+      zeros[k * out + r] = p.zero;
+    }
+    return;
+  }
+  if (t < kMseGrid) {
+    const QP c = find_params_cols(W, out, r, len, col, sym, qmax, mse_shrink(t));
+    cands[t] = c;
+    errs[t] = mse_err(W, out, r, len, col, c, qmin, qmax);
+  }
+  __syncthreads();
+  if (t == 0) {
+    QP best = find_params_cols(W, out, r, len, col, sym, qmax, 1.0f);
+    double best_err = __longlong_as_double(0x7ff0000000000000LL);
+    for (int i = 0; i < kMseGrid; ++i)
+      if (errs[i] < best_err) {
+        best_err = errs[i];
+        best = cands[i];
+      }
+    scales[k * out + r] = best.scale;
+    zeros[k * out + r] = best.zero;
+  }
 }
 
 __global__ void block_kernel(BlockArgs a) {
@@ -165,6 +223,14 @@ void block(const BlockArgs& a, cudaStream_t s) {
   constexpr int kThreads = 32;
   const unsigned blocks = unsigned((a.out + kThreads - 1) / kThreads);
   block_kernel<<<blocks, kThreads, 0, s>>>(a);
+  LOWBIT_CUDA_LAUNCHED();
+}
+
+void fit_static(const double* W, int64_t out, int64_t n, int64_t gs, int64_t ngroups, const int32_t* cmap, bool sym,
+                int bits, float clip, bool mse, float* scales, float* zeros, cudaStream_t s) {
+  if (out <= 0 || n <= 0) return;
+  const dim3 grid{unsigned(out), unsigned(ngroups), 1u};
+  fit_static_kernel<<<grid, mse ? 96 : 32, 0, s>>>(W, out, n, gs, cmap, sym, bits, clip, mse, scales, zeros);
   LOWBIT_CUDA_LAUNCHED();
 }
 

@@ -37,6 +37,13 @@ struct BlockArgs {
 };
 void block(const BlockArgs& a, cudaStream_t s);
 
+// Static grids (per channel, or static groups), fitted on the device from W before the
+// column loop, exactly as weight_params on the host: grid (r, k) from row r's original
+// columns [k·gs, min((k+1)·gs, n)), which sit at processing positions cmap[c] of W
+// ([n][out] layout as in BlockArgs). Writes scales/zeros in the [ngroups][out] layout.
+void fit_static(const double* W, int64_t out, int64_t n, int64_t gs, int64_t ngroups, const int32_t* cmap, bool sym,
+                int bits, float clip, bool mse, float* scales, float* zeros, cudaStream_t s);
+
 // A = I (n x n).
 void set_identity(double* A, int64_t n, cudaStream_t s);
 // U[i, j] = X[n-1-i, n-1-j] for i <= j, 0 below the diagonal (row-major n x n; U != X).

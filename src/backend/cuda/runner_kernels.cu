@@ -35,6 +35,14 @@ __global__ void axpby_f64_f32_k(double* H, const float* G, int64_t n, double a, 
     H[i] = H[i] * a + b * double(G[i]);
 }
 
+__global__ void transpose_inner_k(const float* x, float* y, int64_t rows, int64_t A, int64_t B) {
+  const int64_t n = rows * A * B;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / (A * B), rem = i % (A * B), a = rem / B, b = rem % B;  // i = x index (r, a, b)
+    y[r * A * B + b * A + a] = x[i];
+  }
+}
+
 int blocks_for(int64_t n) {
   int64_t b = (n + 255) / 256;
   return int(b < 65536 ? (b > 0 ? b : 1) : 65536);
@@ -48,6 +56,11 @@ void fill_uniform_bf16(uint16_t* p, int64_t n, uint64_t seed, float a, cudaStrea
 }
 void fill_f32(float* p, int64_t n, float v, cudaStream_t s) {
   fill_f32_k<<<blocks_for(n), 256, 0, s>>>(p, n, v);
+  LOWBIT_CUDA_LAUNCHED();
+}
+
+void transpose_inner(const float* x, float* y, int64_t rows, int64_t A, int64_t B, cudaStream_t s) {
+  transpose_inner_k<<<blocks_for(rows * A * B), 256, 0, s>>>(x, y, rows, A, B);
   LOWBIT_CUDA_LAUNCHED();
 }
 

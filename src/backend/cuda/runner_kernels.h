@@ -17,3 +17,8 @@ namespace lowbit::cuda {
 // H[i] = a·H[i] + b·G[i]  (f64 running mean of f32 Gram matrices), n elements.
 void axpby_f64_f32(double* H, const float* G, int64_t n, double a, double b, cudaStream_t s);
 }  // namespace lowbit::cuda
+
+namespace lowbit::cuda {
+// y[r, b, a] = x[r, a, b] for x [rows, A, B] (the cross-head Hadamard's [heads, D] ↔ [D, heads]).
+void transpose_inner(const float* x, float* y, int64_t rows, int64_t A, int64_t B, cudaStream_t s);
+}  // namespace lowbit::cuda
