@@ -5,7 +5,10 @@
 // BENCHMARKS.md records the numbers (measured runs only).
 //
 //   cuda_forward [--layers 32] [--hidden 4096] [--intermediate 11008] [--heads 32] [--kv-heads 32]
-//                [--vocab 32000] [--windows 40] [--seqlen 2048] [--output-json F]
+//                [--vocab 32000] [--windows 40] [--seqlen 2048] [--flash 0|1] [--output-json F]
+//
+// --flash 1: attention by the fused tensor-core kernel (RunnerOptions::flash_attention)
+// instead of the tiled cuBLAS path; the JSON records "attention": "flash" | "tiled".
 //
 // Token ids are uniform random (seeded): the model is random, so its perplexity means
 // nothing; tokens/s and the linear layers' share of the GEMM peak are what is measured.
@@ -75,6 +78,7 @@ int main(int argc, char** argv) {
   cfg.rope.theta = 10000.0;
   int64_t windows = 40, seqlen = 2048;
   std::string out_json;
+  bool flash = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i], v = argv[i + 1];
     if (a == "--layers") cfg.num_layers = std::atoll(v.c_str());
@@ -85,6 +89,7 @@ int main(int argc, char** argv) {
     else if (a == "--vocab") cfg.vocab_size = std::atoll(v.c_str());
     else if (a == "--windows") windows = std::atoll(v.c_str());
     else if (a == "--seqlen") seqlen = std::atoll(v.c_str());
+    else if (a == "--flash") flash = std::atoi(v.c_str()) != 0;
     else if (a == "--output-json") out_json = v;
     else {
       std::fprintf(stderr, "cuda_forward: unknown option %s\n", a.c_str());
@@ -103,12 +108,15 @@ int main(int argc, char** argv) {
     std::printf("bf16 GEMM peak (8192^3, median of 10): %.1f TFLOP/s\n", peak);
 
     cuda::RunnerOptions ro;
+    ro.flash_attention = flash;
+    const char* attention = flash ? "flash" : "tiled";
     auto t_build = std::chrono::steady_clock::now();
     auto runner = cuda::LlamaRunner::random(cfg, 1234, ro);
     const double build_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_build).count();
     std::printf("model: %lld layers, %lld/%lld, %lld heads, vocab %lld; weights %.2f GB bf16 (made in %.1f s)\n",
                 (long long)cfg.num_layers, (long long)cfg.hidden_size, (long long)cfg.intermediate_size,
                 (long long)cfg.num_heads, (long long)cfg.vocab_size, double(runner->weight_bytes()) / 1e9, build_s);
+    std::printf("attention: %s\n", attention);
 
     uint64_t st = 42;
     std::vector<int32_t> ids(size_t(windows * seqlen));
@@ -144,6 +152,7 @@ int main(int argc, char** argv) {
                           {"vocab", cfg.vocab_size},
                           {"windows", windows},
                           {"seqlen", seqlen},
+                          {"attention", attention},
                           {"seconds", secs},
                           {"tokens_per_second", tok_s},
                           {"gemm_peak_tflops", peak},

@@ -421,6 +421,57 @@ TEST_F(CudaOps, Attention) {
   }
 }
 
+// ---- fused bf16 flash attention ------------------------------------------------------------
+
+TEST_F(CudaOps, FlashAttentionBf16) {
+  struct Case {
+    int64_t T, S, Hq, Hkv, D, off;
+  };
+  const Case cases[] = {
+      {2048, 2048, 32, 32, 128, 0},  // the 7B prefill shape: 32 query tiles × up to 32 key tiles
+      {300, 300, 8, 2, 64, 0},       // GQA 4:1, partial last query and key tiles
+      {1, 77, 4, 4, 128, 76},        // decode: one query at position 76 sees all 77 keys
+      {100, 250, 4, 1, 64, 150},     // after a cached prefix not a tile multiple, GQA 4:1
+      {17, 17, 2, 1, 128, 0},        // smaller than one tile
+      {4, 50, 2, 1, 64, 10},         // cache longer than needed: keys 14..49 are NaN and must not be read
+  };
+  uint32_t seed = 850;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(testing::Message() << "T " << c.T << " S " << c.S << " Hq " << c.Hq << " Hkv " << c.Hkv << " D "
+                                    << c.D << " q_offset " << c.off);
+    const size_t nq = size_t(c.T * c.Hq * c.D), nk = size_t(c.S * c.Hkv * c.D);
+    auto q = randu(nq, seed++, -2.0f, 2.0f);
+    auto k = randu(nk, seed++, -2.0f, 2.0f);
+    auto v = randu(nk, seed++, -1.0f, 1.0f);
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    for (size_t i = size_t((c.off + c.T) * c.Hkv * c.D); i < nk; ++i) k[i] = v[i] = nan;  // beyond the last query
+    // The kernel's inputs are bf16: the reference gets the same rounded values.
+    std::vector<uint16_t> q16(nq), k16(nk), v16(nk);
+    for (size_t i = 0; i < nq; ++i) q[i] = bf16_to_f32(q16[i] = f32_to_bf16(q[i]));
+    for (size_t i = 0; i < nk; ++i) {
+      k[i] = bf16_to_f32(k16[i] = f32_to_bf16(k[i]));
+      v[i] = bf16_to_f32(v16[i] = f32_to_bf16(v[i]));
+    }
+    const float scale = float(1.0 / std::sqrt(double(c.D)));
+    std::vector<float> ref(nq);
+    cpu_backend().attention(q.data(), k.data(), v.data(), ref.data(), c.T, c.S, c.Hq, c.Hkv, c.D, c.off, scale);
+    Dev<uint16_t> dq(q16), dk(k16), dv(v16), dout(nq);
+    dout.poison();
+    kc::flash_attention_bf16(dq.get(), dk.get(), dv.get(), dout.get(), c.T, c.S, c.Hq, c.Hkv, c.D, c.off, scale,
+                             s_);
+    finish();
+    const auto got = bf16_to_f32_vec(dout.download());
+    size_t nans = 0;
+    for (float x : got) nans += std::isnan(x) ? 1 : 0;
+    EXPECT_EQ(nans, 0u);
+    // 1.5e-2: the inputs are the same bf16 values on both sides; the kernel rounds P
+    // (unnormalized probabilities) to bf16 for the P·V MMA and the output to bf16 once,
+    // each ~2^-9 ≈ 2e-3 relative (an emulation of the kernel gives ~2e-3 in all); the f32
+    // dot products and online softmax add ~1e-6. A wrong mask, tile edge or GQA map is O(1).
+    EXPECT_LE(normalized_error(got, ref), 1.5e-2);
+  }
+}
+
 // ---- causal softmax → bf16 ----------------------------------------------------------------
 
 TEST_F(CudaOps, CausalSoftmaxBf16) {

@@ -220,6 +220,11 @@ struct LlamaRunner::Impl {
     return tmp.get();
   }
 
+  // The fused flash-attention kernel replaces the tiled path (bf16 compute, D 64 or 128).
+  bool use_flash() const {
+    return ct == WType::BF16 && opt.flash_attention && (cfg.head_dim == 64 || cfg.head_dim == 128);
+  }
+
   // Pointer arrays of the tiled attention for T tokens (the buffers must already be sized).
   void build_attention_ptrs(int64_t T) {
     const int64_t Hq = cfg.num_heads, Hkv = cfg.num_kv_heads, D = cfg.head_dim, r = Hq / Hkv;
@@ -287,8 +292,10 @@ struct LlamaRunner::Impl {
       k16.ensure(size_t(T * kvd));
       v16.ensure(size_t(T * kvd));
       att16.ensure(size_t(T * qd));
-      scores.ensure(size_t(cfg.num_heads * rows * ld));
-      P.ensure(size_t(cfg.num_heads * rows * ld));
+      if (!use_flash()) {  // the tiled path's per-block scores and probabilities
+        scores.ensure(size_t(cfg.num_heads * rows * ld));
+        P.ensure(size_t(cfg.num_heads * rows * ld));
+      }
       const size_t after[6] = {q16.size(), k16.size(), v16.size(), att16.size(), scores.size(), P.size()};
       if (T != ptrs_T || std::memcmp(before, after, sizeof before) != 0) ptrs_T = -1;  // buffers moved: rebuild
     } else {
@@ -301,7 +308,7 @@ struct LlamaRunner::Impl {
     const int64_t d = cfg.hidden_size, f = cfg.intermediate_size, Hq = cfg.num_heads, Hkv = cfg.num_kv_heads,
                   D = cfg.head_dim;
     ensure_buffers(T);
-    if (ct == WType::BF16 && ptrs_T != T) build_attention_ptrs(T);
+    if (ct == WType::BF16 && !use_flash() && ptrs_T != T) build_attention_ptrs(T);
     std::vector<int32_t> hp(static_cast<size_t>(T));
     for (int64_t t = 0; t < T; ++t) hp[size_t(t)] = int32_t(t);
     upload(pos.get(), hp.data(), size_t(T) * 4);
@@ -318,7 +325,11 @@ struct LlamaRunner::Impl {
         f32_to_bf16(q.get(), q16.get(), T * Hq * D, stream());
         f32_to_bf16(k.get(), k16.get(), T * Hkv * D, stream());
         f32_to_bf16(v.get(), v16.get(), T * Hkv * D, stream());
-        attention_tiled(T);
+        if (use_flash())
+          flash_attention_bf16(q16.get(), k16.get(), v16.get(), att16.get(), T, T, Hq, Hkv, D, 0,
+                               float(1.0 / std::sqrt(double(D))), stream());
+        else
+          attention_tiled(T);
         att = att16.get();
       } else {
         cuda::attention(q.get(), k.get(), v.get(), attf.get(), T, T, Hq, Hkv, D, 0,

@@ -9,7 +9,8 @@
 // residual stream, norms, RoPE, softmax and cross-entropy are f32. Attention: f32 models
 // use the flash-style f32 kernel (kernels.h attention); bf16/f16 models the tiled
 // tensor-core path (query blocks of kQueryBlock rows: scores [Hq, rows, keys] in f32,
-// never the full T×T, softmax to bf16, P·V).
+// never the full T×T, softmax to bf16, P·V), or with RunnerOptions::flash_attention (bf16,
+// head_dim 64/128) the fused kernel kernels.h flash_attention_bf16.
 //
 // Scope: plain and weight-quantized linears (packed codes are dequantized when uploaded).
 // Online rotations, activation and KV quantizers and biases run through the generic path
@@ -33,6 +34,8 @@ std::string fast_path_unsupported(const LlamaModel& m);
 struct RunnerOptions {
   bool f32_compute = false;  // widen 16-bit weights to f32 on the device and compute in f32 (exactness tests)
   bool profile = false;      // time the linear-layer GEMMs with events (linear_seconds)
+  bool flash_attention = false;  // fused tensor-core kernel instead of the tiled cuBLAS path
+                                 // (bf16 compute, head_dim 64 or 128; else the tiled path)
 };
 
 class LlamaRunner {

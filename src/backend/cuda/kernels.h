@@ -1,4 +1,4 @@
-// Launchers of lowbit's own CUDA kernels (kernels.cu, attention.cu, hadamard.cu,
+// Launchers of lowbit's own CUDA kernels (kernels.cu, attention.cu, flash_attention.cu, hadamard.cu,
 // act_quant.cu). All pointers are DEVICE pointers; every launch goes on the given
 // stream and is checked (LOWBIT_CUDA_LAUNCHED). bf16 / f16 tensors are passed as
 // uint16_t* (their bits) so this header stays plain C++ for g++ callers.
@@ -47,6 +47,16 @@ void embed(const void* table, WType t, const int32_t* ids, int64_t T, int64_t d,
 // 0..q_offset+t. out: [T, Hq, D]. D <= 256.
 void attention(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t S, int64_t Hq,
                int64_t Hkv, int64_t D, int64_t q_offset, float scale, cudaStream_t s);
+
+// Causal GQA attention on bf16 q [T, Hq, D], k, v [S, Hkv, D] (row strides Hq·D / Hkv·D),
+// out bf16 [T, Hq, D]: one fused tensor-core kernel (flash_attention.cu; wmma bf16 MMAs,
+// f32 accumulation). Query t at position q_offset + t sees keys 0..q_offset+t (keys past
+// the last query's are never read); scores·scale, softmax in f32 (online, flash-style), P
+// rounded to bf16 for the P·V product, output rounded to bf16 once. D ∈ {64, 128}; q, k, v
+// 16-byte aligned.                                   ref: Backend::attention on bf16-rounded inputs
+void flash_attention_bf16(const uint16_t* q, const uint16_t* k, const uint16_t* v, uint16_t* out, int64_t T,
+                          int64_t S, int64_t Hq, int64_t Hkv, int64_t D, int64_t q_offset, float scale,
+                          cudaStream_t s);
 
 // Row softmax for the tiled tensor-core attention path: scores [B, rows, ld] f32 (the
 // first `cols` columns valid); row r of every batch sees columns c <= row_offset + r
