@@ -12,7 +12,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 B="${LOWBIT_DEV_BUILD:-$ROOT/build-dev}"
 P="$ROOT/.devpack"
 S="${LOWBIT_SHARED:-$ROOT/../shared}"
-grep -qx '/.devpack/' "$ROOT/.git/info/exclude" 2>/dev/null || echo '/.devpack/' >> "$ROOT/.git/info/exclude"
+EXCLUDE="$(git -C "$ROOT" rev-parse --git-common-dir)/info/exclude"
+grep -qx '/.devpack/' "$EXCLUDE" 2>/dev/null || echo '/.devpack/' >> "$EXCLUDE"
 cmake -S "$ROOT" -B "$B" -DCMAKE_BUILD_TYPE=Release -DLOWBIT_NATIVE=OFF -DLOWBIT_CUDA=ON \
   -DLOWBIT_BUILD_TESTS=ON -DLOWBIT_BUILD_BENCH=ON >/dev/null
 targets=(lowbit test_cuda_ops test_cuda_gptq test_cuda_backend cuda_forward)

@@ -105,8 +105,8 @@ struct LlamaRunner::Impl {
   int64_t weight_bytes = 0;
 
   // activations, grown on demand
-  DeviceBuffer<float> x, q, k, v, o, g, u, attf, nf, logits;
-  DeviceBuffer<uint16_t> n16, a16, q16, k16, v16, att16;
+  DeviceBuffer<float> x, q, k, v, g, u, attf, nf, logits;
+  DeviceBuffer<uint16_t> n16, a16, q16, k16, v16, att16, g16, u16;
   DeviceBuffer<float> scores;
   DeviceBuffer<uint16_t> P;
   DeviceBuffer<int32_t> ids, pos;
@@ -175,12 +175,15 @@ struct LlamaRunner::Impl {
   }
 
   // Y [M, N] f32 = X [M, K] (compute type) · Wᵀ.
-  void linear(const void* X, const DevLinear& W, float* Y, int64_t M) {
-    const float one = 1.0f, zero = 0.0f;
+  // beta 1 adds the product to Y (the residual stream: no separate add pass); Y of type yt
+  // (bf16 outputs feed the next bf16 op directly, as a bf16 framework's would).
+  void linear(const void* X, const DevLinear& W, void* Y, int64_t M, float beta = 0.0f,
+              cudaDataType yt = CUDA_R_32F) {
+    const float one = 1.0f;
     const cudaDataType dt = cuda_type(ct);
     begin_linear(2.0 * double(M) * double(W.out) * double(W.in));
     LOWBIT_CUBLAS_CHECK(cublasGemmEx(cublas(), CUBLAS_OP_T, CUBLAS_OP_N, int(W.out), int(M), int(W.in), &one,
-                                     W.W.ptr(), dt, int(W.in), X, dt, int(W.in), &zero, Y, CUDA_R_32F, int(W.out),
+                                     W.W.ptr(), dt, int(W.in), X, dt, int(W.in), &beta, Y, yt, int(W.out),
                                      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     end_linear();
   }
@@ -277,15 +280,19 @@ struct LlamaRunner::Impl {
     const int64_t d = cfg.hidden_size, f = cfg.intermediate_size;
     const int64_t qd = cfg.num_heads * cfg.head_dim, kvd = cfg.num_kv_heads * cfg.head_dim;
     x.ensure(size_t(T * d));
-    q.ensure(size_t(T * qd));
-    k.ensure(size_t(T * kvd));
-    v.ensure(size_t(T * kvd));
-    o.ensure(size_t(T * d));
-    g.ensure(size_t(T * f));
-    u.ensure(size_t(T * f));
     pos.ensure(size_t(T));
     ids.ensure(size_t(T));
+    if (ct != WType::BF16) {  // f32 / f16 models: f32 activations between the GEMMs
+      q.ensure(size_t(T * qd));
+      k.ensure(size_t(T * kvd));
+      v.ensure(size_t(T * kvd));
+      g.ensure(size_t(T * f));
+      u.ensure(size_t(T * f));
+    }
     if (ct == WType::BF16) {
+      g16.ensure(size_t(T * f));
+      u16.ensure(size_t(T * f));
+      a16.ensure(size_t(T * f));
       const int64_t rows = std::min(kQueryBlock, T), ld = (T + 7) / 8 * 8;
       const size_t before[6] = {q16.size(), k16.size(), v16.size(), att16.size(), scores.size(), P.size()};
       q16.ensure(size_t(T * qd));
@@ -305,53 +312,47 @@ struct LlamaRunner::Impl {
 
   // x [T, d] ← the decoder stack applied to the embedded ids (already in `ids`).
   void decoder(int64_t T) {
-    const int64_t d = cfg.hidden_size, f = cfg.intermediate_size, Hq = cfg.num_heads, Hkv = cfg.num_kv_heads,
-                  D = cfg.head_dim;
+    const int64_t f = cfg.intermediate_size, Hq = cfg.num_heads, Hkv = cfg.num_kv_heads, D = cfg.head_dim;
     ensure_buffers(T);
     if (ct == WType::BF16 && !use_flash() && ptrs_T != T) build_attention_ptrs(T);
     std::vector<int32_t> hp(static_cast<size_t>(T));
     for (int64_t t = 0; t < T; ++t) hp[size_t(t)] = int32_t(t);
     upload(pos.get(), hp.data(), size_t(T) * 4);
     embed_rows(T);
+    const float scale = float(1.0 / std::sqrt(double(D)));
     for (const DevLayer& L : layers) {
       const void* in = norm_in(x.get(), L.attn_norm, T);
+      if (ct == WType::BF16) {
+        // q, k, v straight out of the GEMMs in bf16, RoPE on them, tensor-core attention.
+        linear(in, L.q, q16.get(), T, 0.0f, CUDA_R_16BF);
+        linear(in, L.k, k16.get(), T, 0.0f, CUDA_R_16BF);
+        linear(in, L.v, v16.get(), T, 0.0f, CUDA_R_16BF);
+        rope_bf16(q16.get(), T, Hq, D, pos.get(), inv_freq.get(), stream());
+        rope_bf16(k16.get(), T, Hkv, D, pos.get(), inv_freq.get(), stream());
+        if (use_flash())
+          flash_attention_bf16(q16.get(), k16.get(), v16.get(), att16.get(), T, T, Hq, Hkv, D, 0, scale, stream());
+        else
+          attention_tiled(T);
+        linear(att16.get(), L.o, x.get(), T, 1.0f);  // x += att·W_oᵀ
+        const void* in2 = norm_in(x.get(), L.mlp_norm, T);
+        linear(in2, L.gate, g16.get(), T, 0.0f, CUDA_R_16BF);
+        linear(in2, L.up, u16.get(), T, 0.0f, CUDA_R_16BF);
+        silu_mul_bf16_bf16(g16.get(), u16.get(), a16.get(), T * f, stream());
+        linear(a16.get(), L.down, x.get(), T, 1.0f);  // x += a·W_dᵀ
+        continue;
+      }
       linear(in, L.q, q.get(), T);
       linear(in, L.k, k.get(), T);
       linear(in, L.v, v.get(), T);
       rope(q.get(), T, Hq, D, pos.get(), inv_freq.get(), stream());
       rope(k.get(), T, Hkv, D, pos.get(), inv_freq.get(), stream());
-      const void* att;
-      if (ct == WType::BF16) {
-        f32_to_bf16(q.get(), q16.get(), T * Hq * D, stream());
-        f32_to_bf16(k.get(), k16.get(), T * Hkv * D, stream());
-        f32_to_bf16(v.get(), v16.get(), T * Hkv * D, stream());
-        if (use_flash())
-          flash_attention_bf16(q16.get(), k16.get(), v16.get(), att16.get(), T, T, Hq, Hkv, D, 0,
-                               float(1.0 / std::sqrt(double(D))), stream());
-        else
-          attention_tiled(T);
-        att = att16.get();
-      } else {
-        cuda::attention(q.get(), k.get(), v.get(), attf.get(), T, T, Hq, Hkv, D, 0,
-                        float(1.0 / std::sqrt(double(D))), stream());
-        att = to_ct(attf.get(), a16, T * Hq * D);
-      }
-      linear(att, L.o, o.get(), T);
-      add_inplace(x.get(), o.get(), T * d, stream());
+      cuda::attention(q.get(), k.get(), v.get(), attf.get(), T, T, Hq, Hkv, D, 0, scale, stream());
+      linear(to_ct(attf.get(), a16, T * Hq * D), L.o, x.get(), T, 1.0f);  // x += att·W_oᵀ
       const void* in2 = norm_in(x.get(), L.mlp_norm, T);
       linear(in2, L.gate, g.get(), T);
       linear(in2, L.up, u.get(), T);
-      const void* a;
-      if (ct == WType::BF16) {
-        a16.ensure(size_t(T * f));
-        silu_mul_bf16(g.get(), u.get(), a16.get(), T * f, stream());
-        a = a16.get();
-      } else {
-        silu_mul(g.get(), u.get(), g.get(), T * f, stream());
-        a = to_ct(g.get(), a16, T * f);
-      }
-      linear(a, L.down, o.get(), T);
-      add_inplace(x.get(), o.get(), T * d, stream());
+      silu_mul(g.get(), u.get(), g.get(), T * f, stream());
+      linear(to_ct(g.get(), a16, T * f), L.down, x.get(), T, 1.0f);  // x += a·W_dᵀ
     }
   }
 

@@ -5,12 +5,15 @@
 // nor GPU memory ever holds a bf16 model in f32.
 //
 // Precision: GEMMs take weights and inputs in the weights' dtype with f32 accumulation
-// (cuBLAS, tensor cores for bf16/f16; plain IEEE f32 — no TF32 — for f32 weights); the
-// residual stream, norms, RoPE, softmax and cross-entropy are f32. Attention: f32 models
-// use the flash-style f32 kernel (kernels.h attention); bf16/f16 models the tiled
-// tensor-core path (query blocks of kQueryBlock rows: scores [Hq, rows, keys] in f32,
-// never the full T×T, softmax to bf16, P·V), or with RunnerOptions::flash_attention (bf16,
-// head_dim 64/128) the fused kernel kernels.h flash_attention_bf16.
+// (cuBLAS, tensor cores for bf16/f16; plain IEEE f32 — no TF32 — for f32 weights). The
+// residual stream is f32 (o_proj and down_proj add into it inside the GEMM), and so are
+// norms, softmax statistics and the cross-entropy. bf16 models keep what a bf16 framework
+// keeps in bf16: q/k/v and gate/up leave their GEMMs in bf16, RoPE and SiLU·up run on
+// them (f32 arithmetic, bf16 storage). Attention: f32/f16 models use the flash-style f32
+// kernel (kernels.h attention); bf16 models the tiled tensor-core path (query blocks of
+// kQueryBlock rows: scores [Hq, rows, keys] in f32, never the full T×T, softmax to bf16,
+// P·V), or with RunnerOptions::flash_attention (head_dim 64/128) the fused kernel
+// kernels.h flash_attention_bf16.
 //
 // Scope: plain and weight-quantized linears (packed codes are dequantized when uploaded).
 // Online rotations, activation and KV quantizers and biases run through the generic path

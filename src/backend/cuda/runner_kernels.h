@@ -22,3 +22,12 @@ namespace lowbit::cuda {
 // y[r, b, a] = x[r, a, b] for x [rows, A, B] (the cross-head Hadamard's [heads, D] ↔ [D, heads]).
 void transpose_inner(const float* x, float* y, int64_t rows, int64_t A, int64_t B, cudaStream_t s);
 }  // namespace lowbit::cuda
+
+namespace lowbit::cuda {
+// Rotate-half RoPE in place on bf16 x [T, H, D] (computed in f32 with the angle of kernels.h
+// rope, rounded back to bf16): the runner's q/k when its GEMMs write bf16.
+void rope_bf16(uint16_t* x, int64_t T, int64_t H, int64_t D, const int32_t* pos, const float* inv_freq,
+               cudaStream_t s);
+// out[i] = bf16(silu(gate[i]) * up[i]) for bf16 gate/up (out may alias gate).
+void silu_mul_bf16_bf16(const uint16_t* gate, const uint16_t* up, uint16_t* out, int64_t n, cudaStream_t s);
+}  // namespace lowbit::cuda
