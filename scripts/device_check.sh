@@ -81,6 +81,10 @@ if has golden; then
   ppl golden_ts512 cuda "$S/data/text/tinystories_val.txt" 396696 512
   ppl golden_ts256 cuda "$S/data/text/tinystories_val.txt" 396696 256
   ppl golden_wt512 cuda "$S/data/text/wikitext2_test.txt" 0 512
+  run golden_generate 60 "$LB" generate --device cuda --model "$S/models/stories260K" --max-new-tokens 80 \
+    --output-json "$W/golden_generate.json" --quiet
+  [[ -f "$W/golden_generate.json" ]] && row "golden generate" "greedy from BOS, cuda (device KV cache) vs HF golden" \
+    "$(json "$W/golden_generate.json" "(lambda g: f\"{sum(a == b for a, b in zip(d['ids'], g))}/{len(g)} tokens equal\")(json.load(open('$G'))['greedy_from_bos_ids'][1:])")"
   for k in ts512:tinystories_eval ts256:tinystories_eval_256 wt512:wikitext2_test; do
     f="$W/golden_${k%%:*}.json"
     [[ -f $f ]] && row "golden ${k%%:*}" "ppl cuda vs HF golden" \

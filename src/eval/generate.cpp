@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <numeric>
 
+#include "backend/cuda/cuda_llama.h"
 #include "core/error.h"
 #include "core/progress.h"
 #include "core/rng.h"
@@ -51,20 +53,35 @@ std::vector<int32_t> generate(LlamaModel& model, const std::vector<int32_t>& pro
   int64_t budget = std::min<int64_t>(opt.max_new_tokens, ctx - int64_t(prompt.size()));
   if (budget < opt.max_new_tokens)
     log_warn(fmt::format("generation stops at the model's context of {} tokens", ctx));
-  KVCache cache = model.make_cache(int64_t(prompt.size()) + budget);
   uint64_t rng = opt.seed;
-  ForwardOptions fo;
-  fo.last_only = true;
   std::vector<int32_t> out;
   if (budget == 0) return out;
-  Tensor logits = model.forward(prompt.data(), int64_t(prompt.size()), &cache, fo);
+  const int64_t max_seq = int64_t(prompt.size()) + budget;
+  // step(ids, T): logits [V] of the last of T more tokens. On --device cuda plain and
+  // weight-quantized models decode device-resident (KV cache on the GPU).
+  std::function<std::vector<float>(const int32_t*, int64_t)> step;
+  std::unique_ptr<cuda::LlamaRunner> runner;
+  KVCache cache;
+  if (default_device() == Device::CUDA && cuda::fast_path_unsupported(model).empty()) {
+    runner = std::make_unique<cuda::LlamaRunner>(model);
+    runner->begin_sequence(max_seq);
+    step = [&](const int32_t* ids, int64_t T) { return runner->feed(ids, T); };
+  } else {
+    cache = model.make_cache(max_seq);
+    step = [&](const int32_t* ids, int64_t T) {
+      ForwardOptions fo;
+      fo.last_only = true;
+      return model.forward(ids, T, &cache, fo).to_vector();
+    };
+  }
+  std::vector<float> logits = step(prompt.data(), int64_t(prompt.size()));
   const int64_t V = model.cfg.vocab_size;
   for (int64_t i = 0; i < budget; ++i) {
-    int32_t next = sample_token(logits.f32(), V, opt.temperature, opt.top_p, &rng);
+    int32_t next = sample_token(logits.data(), V, opt.temperature, opt.top_p, &rng);
     out.push_back(next);
     if (on_token) on_token(next);
     if (next == opt.eos_id || i + 1 == budget) break;
-    logits = model.forward(&next, 1, &cache, fo);
+    logits = step(&next, 1);
   }
   return out;
 }

@@ -112,6 +112,8 @@ struct LlamaRunner::Impl {
   DeviceBuffer<int32_t> ids, pos;
   DeviceBuffer<double> nll;
   DeviceBuffer<const void*> ptrs;  // pointer arrays of the batched attention GEMMs
+  std::vector<DeviceBuffer<float>> kcache, vcache;  // per layer [cache_max, Hkv·D] (decoding)
+  int64_t cache_len = 0, cache_max = 0;
   int64_t ptrs_T = -1;
 
   // profiling
@@ -276,20 +278,22 @@ struct LlamaRunner::Impl {
     }
   }
 
-  void ensure_buffers(int64_t T) {
+  void ensure_buffers(int64_t T, bool f32_acts) {
     const int64_t d = cfg.hidden_size, f = cfg.intermediate_size;
     const int64_t qd = cfg.num_heads * cfg.head_dim, kvd = cfg.num_kv_heads * cfg.head_dim;
     x.ensure(size_t(T * d));
     pos.ensure(size_t(T));
     ids.ensure(size_t(T));
-    if (ct != WType::BF16) {  // f32 / f16 models: f32 activations between the GEMMs
+    if (f32_acts) {  // f32 / f16 models, and decoding: f32 activations between the GEMMs
       q.ensure(size_t(T * qd));
       k.ensure(size_t(T * kvd));
       v.ensure(size_t(T * kvd));
       g.ensure(size_t(T * f));
       u.ensure(size_t(T * f));
+      attf.ensure(size_t(T * qd));
+      return;
     }
-    if (ct == WType::BF16) {
+    {
       g16.ensure(size_t(T * f));
       u16.ensure(size_t(T * f));
       a16.ensure(size_t(T * f));
@@ -305,24 +309,26 @@ struct LlamaRunner::Impl {
       }
       const size_t after[6] = {q16.size(), k16.size(), v16.size(), att16.size(), scores.size(), P.size()};
       if (T != ptrs_T || std::memcmp(before, after, sizeof before) != 0) ptrs_T = -1;  // buffers moved: rebuild
-    } else {
-      attf.ensure(size_t(T * qd));
     }
   }
 
-  // x [T, d] ← the decoder stack applied to the embedded ids (already in `ids`).
-  void decoder(int64_t T) {
+  // x [T, d] ← the decoder stack applied to the embedded ids (already in `ids`), at
+  // positions 0..T-1, or with `cached` at cache_len.. (keys and values appended to the cache).
+  void decoder(int64_t T, bool cached = false) {
     const int64_t f = cfg.intermediate_size, Hq = cfg.num_heads, Hkv = cfg.num_kv_heads, D = cfg.head_dim;
-    ensure_buffers(T);
-    if (ct == WType::BF16 && !use_flash() && ptrs_T != T) build_attention_ptrs(T);
+    const int64_t start = cached ? cache_len : 0, kvd = Hkv * D;
+    const bool fast = ct == WType::BF16 && !cached;
+    ensure_buffers(T, !fast);
+    if (fast && !use_flash() && ptrs_T != T) build_attention_ptrs(T);
     std::vector<int32_t> hp(static_cast<size_t>(T));
-    for (int64_t t = 0; t < T; ++t) hp[size_t(t)] = int32_t(t);
+    for (int64_t t = 0; t < T; ++t) hp[size_t(t)] = int32_t(start + t);
     upload(pos.get(), hp.data(), size_t(T) * 4);
     embed_rows(T);
     const float scale = float(1.0 / std::sqrt(double(D)));
-    for (const DevLayer& L : layers) {
+    for (size_t l = 0; l < layers.size(); ++l) {
+      const DevLayer& L = layers[l];
       const void* in = norm_in(x.get(), L.attn_norm, T);
-      if (ct == WType::BF16) {
+      if (fast) {
         // q, k, v straight out of the GEMMs in bf16, RoPE on them, tensor-core attention.
         linear(in, L.q, q16.get(), T, 0.0f, CUDA_R_16BF);
         linear(in, L.k, k16.get(), T, 0.0f, CUDA_R_16BF);
@@ -346,7 +352,16 @@ struct LlamaRunner::Impl {
       linear(in, L.v, v.get(), T);
       rope(q.get(), T, Hq, D, pos.get(), inv_freq.get(), stream());
       rope(k.get(), T, Hkv, D, pos.get(), inv_freq.get(), stream());
-      cuda::attention(q.get(), k.get(), v.get(), attf.get(), T, T, Hq, Hkv, D, 0, scale, stream());
+      const float *K = k.get(), *V = v.get();
+      if (cached) {  // append to the layer's cache, attend over all of it
+        LOWBIT_CUDA_CHECK(cudaMemcpyAsync(kcache[l].get() + start * kvd, k.get(), size_t(T * kvd) * 4,
+                                          cudaMemcpyDeviceToDevice, stream()));
+        LOWBIT_CUDA_CHECK(cudaMemcpyAsync(vcache[l].get() + start * kvd, v.get(), size_t(T * kvd) * 4,
+                                          cudaMemcpyDeviceToDevice, stream()));
+        K = kcache[l].get();
+        V = vcache[l].get();
+      }
+      cuda::attention(q.get(), K, V, attf.get(), T, start + T, Hq, Hkv, D, start, scale, stream());
       linear(to_ct(attf.get(), a16, T * Hq * D), L.o, x.get(), T, 1.0f);  // x += att·W_oᵀ
       const void* in2 = norm_in(x.get(), L.mlp_norm, T);
       linear(in2, L.gate, g.get(), T);
@@ -354,16 +369,17 @@ struct LlamaRunner::Impl {
       silu_mul(g.get(), u.get(), g.get(), T * f, stream());
       linear(to_ct(g.get(), a16, T * f), L.down, x.get(), T, 1.0f);  // x += a·W_dᵀ
     }
+    if (cached) cache_len += T;
   }
 
   void embed_rows(int64_t T) { cuda::embed(embed.ptr(), embed.t, ids.get(), T, cfg.hidden_size, x.get(), stream()); }
 
   // logits [T, vocab] on the device from x.
-  void head_logits(int64_t T) {
+  void head_logits(int64_t T, int64_t first_row = 0) {
     const int64_t V = cfg.vocab_size;
-    logits.ensure(size_t(T * V));
-    const void* in = norm_in(x.get(), final_norm, T);
-    linear(in, head, logits.get(), T);
+    logits.ensure(size_t((T - first_row) * V));
+    const void* in = norm_in(x.get() + first_row * cfg.hidden_size, final_norm, T - first_row);
+    linear(in, head, logits.get(), T - first_row);
   }
 
   void set_ids(const int32_t* h, int64_t T) {
@@ -488,6 +504,33 @@ std::vector<float> LlamaRunner::logits(const int32_t* ids, int64_t T) {
   std::vector<float> out(size_t(T * I.cfg.vocab_size));
   download(out.data(), I.logits.get(), out.size() * 4);
   I.collect_profile();
+  return out;
+}
+
+void LlamaRunner::begin_sequence(int64_t max_seq) {
+  Impl& I = *p_;
+  LOWBIT_CHECK(max_seq > 0 && max_seq <= I.cfg.max_position, ArgError, "cuda runner: sequence of {} tokens (context {})",
+               max_seq, I.cfg.max_position);
+  const size_t n = size_t(max_seq * I.cfg.num_kv_heads * I.cfg.head_dim);
+  I.kcache.resize(I.layers.size());
+  I.vcache.resize(I.layers.size());
+  for (size_t l = 0; l < I.layers.size(); ++l) {
+    I.kcache[l].ensure(n);
+    I.vcache[l].ensure(n);
+  }
+  I.cache_len = 0;
+  I.cache_max = max_seq;
+}
+
+std::vector<float> LlamaRunner::feed(const int32_t* ids, int64_t T) {
+  Impl& I = *p_;
+  LOWBIT_CHECK(T > 0 && I.cache_len + T <= I.cache_max, ArgError, "cuda runner: KV cache holds {} positions, asked for {}",
+               I.cache_max, I.cache_len + T);
+  I.set_ids(ids, T);
+  I.decoder(T, true);
+  I.head_logits(T, T - 1);
+  std::vector<float> out(size_t(I.cfg.vocab_size));
+  download(out.data(), I.logits.get(), out.size() * 4);
   return out;
 }
 

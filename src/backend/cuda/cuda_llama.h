@@ -57,6 +57,12 @@ class LlamaRunner {
   // nll[t] = -log p(ids[t+1] | ids[0..t]), t < T-1 (the GPTQ perplexity window).
   std::vector<double> window_nll(const int32_t* ids, int64_t T);
 
+  // Decoding with a KV cache on the device (f32 keys/values, f32 activations between the
+  // GEMMs): begin_sequence clears it for up to max_seq positions; feed runs T tokens at the
+  // next positions and returns the logits [vocab] of the last one.
+  void begin_sequence(int64_t max_seq);
+  std::vector<float> feed(const int32_t* ids, int64_t T);
+
   const LlamaConfig& config() const;
   double linear_seconds() const;  // GEMM time in the decoder linears and lm_head (profile only)
   double linear_flops() const;    // their FLOPs over the same calls
