@@ -75,8 +75,8 @@ void HessianAccumulator::add_v2(const float* X, const float* Xfp, int64_t rows) 
   add(X, rows);
 }
 
-GptqResult gptq_quantize(const float* Wf, int64_t out, int64_t in, const HessianAccumulator& st,
-                         const GptqConfig& cfg, const std::string& name) {
+GptqSetup gptq_setup(const float* Wf, int64_t out, int64_t in, const HessianAccumulator& st, const GptqConfig& cfg,
+                     const std::string& name) {
   const QuantSpec& s = cfg.spec;
   s.validate(in, name.c_str());
   LOWBIT_CHECK(st.n == in, ShapeError, "{}: Hessian is {}x{} but the weight has {} input columns", name, st.n, st.n,
@@ -84,61 +84,100 @@ GptqResult gptq_quantize(const float* Wf, int64_t out, int64_t in, const Hessian
   LOWBIT_CHECK(st.tokens > 0, ArgError, "{}: no calibration tokens reached this layer", name);
   LOWBIT_ASSERT(!st.pending_on_device());  // finalize() first
   LOWBIT_CHECK(!cfg.use_v2 || !st.dXXT.empty(), ArgError, "{}: GPTAQ needs dXXᵀ statistics (add_v2)", name);
-  Backend& be = cpu_backend();
   const int64_t n = in;
-
-  std::vector<double> W(Wf, Wf + out * in);  // [out, in]
-  std::vector<double> H = st.H;              // [in, in]
+  GptqSetup su;
+  su.out = out;
+  su.n = n;
+  su.W.assign(Wf, Wf + out * in);  // [out, in]
+  std::vector<double> H = st.H;    // [in, in]
   for (double v : H) LOWBIT_CHECK(std::isfinite(v), NumericError, "{}: Hessian has NaN/Inf entries", name);
 
   // Dead inputs never fire: any weight is as good as another, make it 0.
   for (int64_t j = 0; j < n; ++j)
     if (H[size_t(j * n + j)] <= 0.0) {
       H[size_t(j * n + j)] = 1.0;
-      for (int64_t r = 0; r < out; ++r) W[size_t(r * n + j)] = 0.0;
+      for (int64_t r = 0; r < out; ++r) su.W[size_t(r * n + j)] = 0.0;
     }
 
-  double mean_diag = 0;  // damping λ = percdamp · mean(diag H)
-  for (int64_t j = 0; j < n; ++j) mean_diag += H[size_t(j * n + j)];
-  mean_diag /= double(n);
+  for (int64_t j = 0; j < n; ++j) su.mean_diag += H[size_t(j * n + j)];
+  su.mean_diag /= double(n);
   // act_order: process columns by descending diag(H) (damping does not change the order).
-  std::vector<int64_t> perm(static_cast<size_t>(n));
-  std::iota(perm.begin(), perm.end(), 0);
+  su.perm.resize(size_t(n));
+  std::iota(su.perm.begin(), su.perm.end(), 0);
   if (cfg.act_order)
-    std::stable_sort(perm.begin(), perm.end(),
+    std::stable_sort(su.perm.begin(), su.perm.end(),
                      [&](int64_t a, int64_t b) { return H[size_t(a * n + a)] > H[size_t(b * n + b)]; });
-  std::vector<double> Hp(H.size());  // H in processing order: P H Pᵀ
+  su.Hp.resize(H.size());
+#pragma omp parallel for schedule(static) if (n > 256)
   for (int64_t a = 0; a < n; ++a)
-    for (int64_t b = 0; b < n; ++b) Hp[size_t(a * n + b)] = H[size_t(perm[size_t(a)] * n + perm[size_t(b)])];
+    for (int64_t b = 0; b < n; ++b) su.Hp[size_t(a * n + b)] = H[size_t(su.perm[size_t(a)] * n + su.perm[size_t(b)])];
 
-  // U: upper Cholesky factor of (Hp + λI)⁻¹, i.e. (Hp + λI)⁻¹ = Uᵀ U; λ raised while not PD.
+  su.gs = s.groupsize > 0 ? s.groupsize : n;
+  su.ngroups = (n + su.gs - 1) / su.gs;  // GPTQ convention: the last group may be shorter
+  su.dynamic_groups = s.groupsize > 0 && !cfg.static_groups;
+  QuantizedWeight& q = su.q;
+  q.bits = s.bits;
+  q.sym = s.sym;
+  q.groupsize = s.groupsize;
+  q.out = out;
+  q.in = n;
+  q.ngroups = su.ngroups;
+  q.codes.assign(size_t(out * n), 0);
+  q.scales.assign(size_t(out * su.ngroups), 1.0f);
+  q.zeros.assign(size_t(out * su.ngroups), 0.0f);
+  q.g_idx.assign(size_t(n), 0);
+  for (int64_t j = 0; j < n; ++j) {  // each column's group (dynamic groups count in processing order)
+    const int64_t c = su.perm[size_t(j)];
+    q.g_idx[size_t(c)] = int32_t(s.groupsize <= 0 ? 0 : cfg.static_groups ? c / su.gs : j / su.gs);
+  }
+  return su;
+}
+
+double gptq_damped(const GptqSetup& su, const GptqConfig& cfg, const std::string& name,
+                   const std::function<bool(double lambda)>& factor) {
   double pd = cfg.percdamp;
-  std::vector<double> U;
   for (int attempt = 0;; ++attempt) {
-    U = Hp;
-    for (int64_t j = 0; j < n; ++j) U[size_t(j * n + j)] += pd * mean_diag;
-    if (be.inverse_cholesky_upper(U.data(), n)) break;
+    if (factor(pd * su.mean_diag)) return pd;
     LOWBIT_CHECK(attempt < 6, NumericError,
                  "{}: Hessian is not positive definite even with percdamp {} (calibration data degenerate?)", name,
                  pd);
     log_warn(fmt::format("{}: Cholesky failed with percdamp {}, retrying with {}", name, pd, pd * 10));
     pd *= 10;
   }
-  std::vector<double>().swap(Hp);
+}
 
-  const int64_t gs = s.groupsize > 0 ? s.groupsize : n;
-  const int64_t ngroups = (n + gs - 1) / gs;  // GPTQ convention: the last group may be shorter
-  QuantizedWeight q;
-  q.bits = s.bits;
-  q.sym = s.sym;
-  q.groupsize = s.groupsize;
-  q.out = out;
-  q.in = n;
-  q.ngroups = ngroups;
-  q.codes.assign(size_t(out * n), 0);
-  q.scales.assign(size_t(out * ngroups), 1.0f);
-  q.zeros.assign(size_t(out * ngroups), 0.0f);
-  q.g_idx.assign(size_t(n), 0);
+std::vector<double> gptaq_dxxt(const GptqSetup& su, const HessianAccumulator& st) {
+  const int64_t n = su.n;
+  std::vector<double> D(size_t(n * n));
+#pragma omp parallel for schedule(static) if (n > 256)
+  for (int64_t a = 0; a < n; ++a)
+    for (int64_t b = 0; b < n; ++b) {
+      const int64_t pa = su.perm[size_t(a)], pb = su.perm[size_t(b)];
+      D[size_t(a * n + b)] = st.H[size_t(pb * n + pb)] > 0.0 ? st.dXXT[size_t(pa * n + pb)] : 0.0;
+    }
+  return D;
+}
+
+GptqResult gptq_quantize(const float* Wf, int64_t out, int64_t in, const HessianAccumulator& st,
+                         const GptqConfig& cfg, const std::string& name) {
+  GptqSetup su = gptq_setup(Wf, out, in, st, cfg, name);
+  const QuantSpec& s = cfg.spec;
+  Backend& be = cpu_backend();
+  const int64_t n = in, gs = su.gs, ngroups = su.ngroups;
+  const bool dynamic_groups = su.dynamic_groups;
+  std::vector<double>& W = su.W;
+  const std::vector<int64_t>& perm = su.perm;
+  QuantizedWeight& q = su.q;
+
+  // U: upper Cholesky factor of (Hp + λI)⁻¹, i.e. (Hp + λI)⁻¹ = Uᵀ U; λ raised while not PD.
+  std::vector<double> U;
+  const double pd = gptq_damped(su, cfg, name, [&](double lambda) {
+    U = su.Hp;
+    for (int64_t j = 0; j < n; ++j) U[size_t(j * n + j)] += lambda;
+    return be.inverse_cholesky_upper(U.data(), n);
+  });
+  std::vector<double>().swap(su.Hp);
+
   // grid of (row r, group) from that row's columns column_of(i), i < len
   auto fit_row = [&](int64_t r, int64_t group, int64_t len, auto&& column_of) {
     std::vector<float> v(static_cast<size_t>(len));
@@ -147,15 +186,10 @@ GptqResult gptq_quantize(const float* Wf, int64_t out, int64_t in, const Hessian
     q.scales[size_t(r * ngroups + group)] = p.scale;
     q.zeros[size_t(r * ngroups + group)] = p.zero;
   };
-  const bool dynamic_groups = s.groupsize > 0 && !cfg.static_groups;
   if (!dynamic_groups)  // per channel, or static groups: fitted up front on W
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < out; ++r)
       for (int64_t k = 0; k < ngroups; ++k) fit_row(r, k, std::min(gs, n - k * gs), [&](int64_t i) { return k * gs + i; });
-  for (int64_t j = 0; j < n; ++j) {  // each column's group (dynamic groups count in processing order)
-    const int64_t c = perm[size_t(j)];
-    q.g_idx[size_t(c)] = int32_t(s.groupsize <= 0 ? 0 : cfg.static_groups ? c / gs : j / gs);
-  }
   if (cfg.act_order) {  // W in processing order
     std::vector<double> Wp(W.size());
     for (int64_t r = 0; r < out; ++r)
@@ -166,12 +200,7 @@ GptqResult gptq_quantize(const float* Wf, int64_t out, int64_t in, const Hessian
   // GPTAQ: P = α·triu(dXXᵀ·Uᵀ, 1)·U in processing order (columns of dead inputs zeroed).
   std::vector<double> P;
   if (cfg.use_v2) {
-    std::vector<double> D(size_t(n * n)), M(size_t(n * n));
-    for (int64_t a = 0; a < n; ++a)
-      for (int64_t b = 0; b < n; ++b) {
-        const int64_t pa = perm[size_t(a)], pb = perm[size_t(b)];
-        D[size_t(a * n + b)] = st.H[size_t(pb * n + pb)] > 0.0 ? st.dXXT[size_t(pa * n + pb)] : 0.0;
-      }
+    std::vector<double> D = gptaq_dxxt(su, st), M(size_t(n * n));
     be.gemm(false, true, n, n, n, 1.0, D.data(), n, U.data(), n, 0.0, M.data(), n);  // dXXᵀ·Uᵀ
     for (int64_t a = 0; a < n; ++a) std::fill(M.data() + a * n, M.data() + a * n + a + 1, 0.0);  // strict triu
     P.assign(size_t(n * n), 0.0);

@@ -1,6 +1,7 @@
 // GPTQ (Frantar et al., 2023) and GPTAQ / "GPTQv2" (Li et al., 2025) as
 // functions of (W, calibration statistics, config). See gptq_solver.cpp.
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -47,6 +48,28 @@ struct GptqResult {
   double loss = 0;          // Σ (w - q)² / [U]_jj²  (GPTQ's reported error)
   double percdamp_used = 0; // after automatic increases
 };
+
+// The preparation the CPU solver and the CUDA one (backend/cuda/gptq_cuda.cpp) share:
+// inputs checked, dead inputs (diag H <= 0: never fire) get weight 0 and diag 1, the
+// damping base, the processing order and H in it, the result shaped with its g_idx.
+struct GptqSetup {
+  int64_t out = 0, n = 0;
+  std::vector<double> W;      // [out, n] original column order, dead inputs' columns zeroed
+  std::vector<double> Hp;     // [n, n] P H Pᵀ (H in processing order)
+  std::vector<int64_t> perm;  // processing position → original column (act_order: descending diag H)
+  double mean_diag = 0;       // damping λ = percdamp · mean(diag H)
+  int64_t gs = 0, ngroups = 0;  // group size (n per channel); the last group may be shorter
+  bool dynamic_groups = false;  // groups fitted when the column loop reaches them
+  QuantizedWeight q;          // codes 0, grids (1, 0), g_idx of every column
+};
+GptqSetup gptq_setup(const float* W, int64_t out, int64_t in, const HessianAccumulator& stats, const GptqConfig& cfg,
+                     const std::string& name);
+// Tries factor(λ) with λ = percdamp·mean_diag, raising percdamp ×10 (six times at most,
+// warning each time) while it fails; returns the percdamp that worked.
+double gptq_damped(const GptqSetup& su, const GptqConfig& cfg, const std::string& name,
+                   const std::function<bool(double lambda)>& factor);
+// GPTAQ's dXXᵀ in processing order, columns of dead inputs zeroed: [n, n].
+std::vector<double> gptaq_dxxt(const GptqSetup& su, const HessianAccumulator& stats);
 
 // W: [out, in] f32. `name` appears in warnings and errors.
 GptqResult gptq_quantize(const float* W, int64_t out, int64_t in, const HessianAccumulator& stats,

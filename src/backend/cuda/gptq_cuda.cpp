@@ -80,77 +80,26 @@ bool inverse_cholesky_upper(const std::vector<double>& Hp, int64_t n, double lam
 
 GptqResult gptq_quantize(const float* Wf, int64_t out, int64_t in, const HessianAccumulator& st,
                          const GptqConfig& cfg, const std::string& name) {
-  const QuantSpec& s = cfg.spec;
-  s.validate(in, name.c_str());
-  LOWBIT_CHECK(st.n == in, ShapeError, "{}: Hessian is {}x{} but the weight has {} input columns", name, st.n, st.n,
-               in);
-  LOWBIT_CHECK(st.tokens > 0, ArgError, "{}: no calibration tokens reached this layer", name);
-  LOWBIT_ASSERT(!st.pending_on_device());  // finalize() first
-  LOWBIT_CHECK(!cfg.use_v2 || !st.dXXT.empty(), ArgError, "{}: GPTAQ needs dXXᵀ statistics (add_v2)", name);
   // Nothing to do on a device for an empty weight (and zero-sized launches / cuBLAS calls
-  // are not worth special-casing): the CPU gives the same (trivial) result.
+  // are not worth special-casing): the CPU gives the same (trivial) result and errors.
   if (out <= 0 || in <= 0) return lowbit::gptq_quantize(Wf, out, in, st, cfg, name);
-  const int64_t n = in;
+  GptqSetup su = gptq_setup(Wf, out, in, st, cfg, name);  // checks, dead inputs, order, g_idx: as the CPU
+  const QuantSpec& s = cfg.spec;
+  const int64_t n = in, gs = su.gs, ngroups = su.ngroups;
+  const bool dynamic_groups = su.dynamic_groups;
+  const std::vector<int64_t>& perm = su.perm;
+  QuantizedWeight& q = su.q;
+  std::vector<double>& W = su.W;
   cudaStream_t strm = stream();
-
-  std::vector<double> W(Wf, Wf + out * in);  // [out, in]
-  std::vector<double> H = st.H;              // [in, in]
-  for (double v : H) LOWBIT_CHECK(std::isfinite(v), NumericError, "{}: Hessian has NaN/Inf entries", name);
-
-  // Dead inputs never fire: any weight is as good as another, make it 0.
-  for (int64_t j = 0; j < n; ++j)
-    if (H[size_t(j * n + j)] <= 0.0) {
-      H[size_t(j * n + j)] = 1.0;
-      for (int64_t r = 0; r < out; ++r) W[size_t(r * n + j)] = 0.0;
-    }
-
-  double mean_diag = 0;  // damping λ = percdamp · mean(diag H)
-  for (int64_t j = 0; j < n; ++j) mean_diag += H[size_t(j * n + j)];
-  mean_diag /= double(n);
-  std::vector<int64_t> perm(static_cast<size_t>(n));
-  std::iota(perm.begin(), perm.end(), 0);
-  if (cfg.act_order)
-    std::stable_sort(perm.begin(), perm.end(),
-                     [&](int64_t a, int64_t b) { return H[size_t(a * n + a)] > H[size_t(b * n + b)]; });
-  std::vector<double> Hp(H.size());  // H in processing order: P H Pᵀ
-#pragma omp parallel for schedule(static) if (n > 256)
-  for (int64_t a = 0; a < n; ++a)
-    for (int64_t b = 0; b < n; ++b) Hp[size_t(a * n + b)] = H[size_t(perm[size_t(a)] * n + perm[size_t(b)])];
-  std::vector<double>().swap(H);
 
   // U on the device; λ raised while not PD (same messages as the CPU).
   DeviceBuffer<double> dA(size_t(n * n)), dU(size_t(n * n));
-  double pd = cfg.percdamp;
-  for (int attempt = 0;; ++attempt) {
-    if (inverse_cholesky_upper(Hp, n, pd * mean_diag, dA, dU)) break;
-    LOWBIT_CHECK(attempt < 6, NumericError,
-                 "{}: Hessian is not positive definite even with percdamp {} (calibration data degenerate?)", name,
-                 pd);
-    log_warn(fmt::format("{}: Cholesky failed with percdamp {}, retrying with {}", name, pd, pd * 10));
-    pd *= 10;
-  }
-  std::vector<double>().swap(Hp);
+  const double pd =
+      gptq_damped(su, cfg, name, [&](double lambda) { return inverse_cholesky_upper(su.Hp, n, lambda, dA, dU); });
+  std::vector<double>().swap(su.Hp);
 
-  const int64_t gs = s.groupsize > 0 ? s.groupsize : n;
-  const int64_t ngroups = (n + gs - 1) / gs;  // GPTQ convention: the last group may be shorter
-  QuantizedWeight q;
-  q.bits = s.bits;
-  q.sym = s.sym;
-  q.groupsize = s.groupsize;
-  q.out = out;
-  q.in = n;
-  q.ngroups = ngroups;
-  q.codes.assign(size_t(out * n), 0);
-  q.scales.assign(size_t(out * ngroups), 1.0f);
-  q.zeros.assign(size_t(out * ngroups), 0.0f);
-  q.g_idx.assign(size_t(n), 0);
-  const bool dynamic_groups = s.groupsize > 0 && !cfg.static_groups;
   std::vector<int32_t> gj(static_cast<size_t>(n));  // group of processing column j
-  for (int64_t j = 0; j < n; ++j) {  // each column's group (dynamic groups count in processing order)
-    const int64_t c = perm[size_t(j)];
-    q.g_idx[size_t(c)] = int32_t(s.groupsize <= 0 ? 0 : cfg.static_groups ? c / gs : j / gs);
-    gj[size_t(j)] = q.g_idx[size_t(c)];
-  }
+  for (int64_t j = 0; j < n; ++j) gj[size_t(j)] = q.g_idx[size_t(perm[size_t(j)])];
 
   // Device state: W in processing order, [n][out].
   DeviceBuffer<double> dW(size_t(out * n));
@@ -190,13 +139,7 @@ GptqResult gptq_quantize(const float* Wf, int64_t out, int64_t in, const Hessian
   DeviceBuffer<double> dP;
   if (cfg.use_v2) {
     {
-      std::vector<double> D(size_t(n * n));
-#pragma omp parallel for schedule(static) if (n > 256)
-      for (int64_t a = 0; a < n; ++a)
-        for (int64_t b = 0; b < n; ++b) {
-          const int64_t pa = perm[size_t(a)], pb = perm[size_t(b)];
-          D[size_t(a * n + b)] = st.H[size_t(pb * n + pb)] > 0.0 ? st.dXXT[size_t(pa * n + pb)] : 0.0;
-        }
+      const std::vector<double> D = gptaq_dxxt(su, st);
       upload(dA.get(), D.data(), dA.bytes());  // dA is free once U is made
     }
     DeviceBuffer<double> dM(size_t(n * n));
