@@ -146,6 +146,15 @@ double gptq_damped(const GptqSetup& su, const GptqConfig& cfg, const std::string
   }
 }
 
+int64_t gptq_block_end(const GptqSetup& su, int64_t i1, int64_t B) {
+  const int64_t n = su.n, gs = su.gs;
+  int64_t i2 = std::min(n, i1 + B);
+  if (su.dynamic_groups)
+    for (int64_t g0 = (i1 / gs + 1) * gs; g0 < i2; g0 += gs)
+      if (std::min(n, g0 + gs) > i2) return g0;
+  return i2;
+}
+
 std::vector<double> gptaq_dxxt(const GptqSetup& su, const HessianAccumulator& st) {
   const int64_t n = su.n;
   std::vector<double> D(size_t(n * n));
@@ -213,15 +222,7 @@ GptqResult gptq_quantize(const float* Wf, int64_t out, int64_t in, const Hessian
   std::vector<double> Err(static_cast<size_t>(out * B));  // [out, B]
   std::vector<double> Wj(cfg.use_v2 ? static_cast<size_t>(out * B) : 0);  // [out, B] w_j before rounding
   for (int64_t i1 = 0, i2 = 0; i1 < n; i1 = i2) {
-    i2 = std::min(n, i1 + B);
-    // A group fitted inside the block must see the updated weights of all its
-    // columns: end the block where a group would start inside it and run past it.
-    if (dynamic_groups)
-      for (int64_t g0 = (i1 / gs + 1) * gs; g0 < i2; g0 += gs)
-        if (std::min(n, g0 + gs) > i2) {
-          i2 = g0;
-          break;
-        }
+    i2 = gptq_block_end(su, i1, B);
     const int64_t cnt = i2 - i1;
     // Within a block the rows are independent: each row runs the column loop on its own.
 #pragma omp parallel for schedule(static) reduction(+ : loss)

@@ -68,6 +68,10 @@ GptqSetup gptq_setup(const float* W, int64_t out, int64_t in, const HessianAccum
 // warning each time) while it fails; returns the percdamp that worked.
 double gptq_damped(const GptqSetup& su, const GptqConfig& cfg, const std::string& name,
                    const std::function<bool(double lambda)>& factor);
+// End of the lazy block that starts at column i1 (at most B columns). A group fitted inside
+// the block must see the updated weights of all its columns, so with dynamic groups the
+// block ends where a group would start inside it and run past it.
+int64_t gptq_block_end(const GptqSetup& su, int64_t i1, int64_t B);
 // GPTAQ's dXXᵀ in processing order, columns of dead inputs zeroed: [n, n].
 std::vector<double> gptaq_dxxt(const GptqSetup& su, const HessianAccumulator& stats);
 

@@ -176,15 +176,7 @@ GptqResult gptq_quantize(const float* Wf, int64_t out, int64_t in, const Hessian
   a.clip_ratio = s.clip_ratio;
   a.mse_clip = s.mse_clip;
   for (int64_t i1 = 0, i2 = 0; i1 < n; i1 = i2) {
-    i2 = std::min(n, i1 + B);
-    // As on the CPU: a group fitted inside the block must see the updated weights of all
-    // its columns, so the block ends where a group would start inside it and run past it.
-    if (dynamic_groups)
-      for (int64_t g0 = (i1 / gs + 1) * gs; g0 < i2; g0 += gs)
-        if (std::min(n, g0 + gs) > i2) {
-          i2 = g0;
-          break;
-        }
+    i2 = gptq_block_end(su, i1, B);  // as on the CPU
     const int64_t cnt = i2 - i1;
     a.i1 = i1;
     a.i2 = i2;
