@@ -32,6 +32,7 @@
 #include "backend/cuda_api.h"
 #include "core/error.h"
 #include "quant/gptq_solver.h"
+#include "quant/rtn_quant.h"
 #include "quant/qgrid.h"
 #include "testing.h"
 
@@ -253,6 +254,36 @@ TEST(CudaGptq, LargerMultiBlock) {
   c = config(4, false, -1, 128);
   c.use_v2 = true;
   compare(d, c, "512x1024 gptaq per-channel");
+}
+
+// RTN on the device (the same grid fit as the static GPTQ grids, then rounding) against
+// lowbit::quantize_rtn: codes, scales and zeros under the same bounds as compare() (the grid
+// fit is the same IEEE arithmetic; only CUDA's pow in the MSE search can differ in an ulp).
+TEST(CudaGptq, RtnEqualsCpu) {
+  REQUIRE_DEVICE();
+  const Data d = make_data(96, 200, 8, 21, false);
+  struct Case { int bits; bool sym; int64_t gs; float clip; bool mse; };
+  for (Case k : {Case{4, true, -1, 1.0f, false}, Case{4, false, 32, 0.9f, false}, Case{3, true, -1, 1.0f, true},
+                 Case{4, false, 64, 1.0f, true}}) {  // 200 = 3·64 + 8: a short last group
+    QuantSpec s;
+    s.bits = k.bits;
+    s.sym = k.sym;
+    s.groupsize = k.gs;
+    s.clip_ratio = k.clip;
+    s.mse_clip = k.mse;
+    const QuantizedWeight c = quantize_rtn(d.W.data(), d.out, d.in, s);
+    const QuantizedWeight g = lowbit::cuda::quantize_rtn(d.W.data(), d.out, d.in, s);
+    ASSERT_EQ(g.codes.size(), c.codes.size());
+    ASSERT_EQ(g.g_idx, c.g_idx);
+    int64_t codes = 0, scales = 0;
+    for (size_t i = 0; i < c.codes.size(); ++i) codes += g.codes[i] != c.codes[i];
+    for (size_t i = 0; i < c.scales.size(); ++i) scales += g.scales[i] != c.scales[i] || g.zeros[i] != c.zeros[i];
+    std::printf("[cuda rtn] bits %d sym %d gs %lld clip %.2f mse %d: codes differing %lld/%zu, grids %lld/%zu\n",
+                k.bits, int(k.sym), (long long)k.gs, double(k.clip), int(k.mse), (long long)codes, c.codes.size(),
+                (long long)scales, c.scales.size());
+    EXPECT_LE(codes, allowed(int64_t(c.codes.size())));
+    EXPECT_LE(scales, allowed(int64_t(c.scales.size())));
+  }
 }
 
 #else  // built without the CUDA backend

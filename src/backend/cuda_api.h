@@ -65,6 +65,8 @@ bool block_group_gram(const Block& blk, int g, const BlockState& st, bool act_qu
 // lowbit::gptq_quantize (quant/gptq_solver.h), W a host pointer [out, in].
 GptqResult gptq_quantize(const float* W, int64_t out, int64_t in, const HessianAccumulator& stats,
                          const GptqConfig& cfg, const std::string& name = "linear");
+// RTN on the device: lowbit::quantize_rtn's result (quant/rtn_quant.h), W a host pointer.
+QuantizedWeight quantize_rtn(const float* W, int64_t out, int64_t in, const QuantSpec& spec);
 
 }  // namespace cuda
 }  // namespace lowbit

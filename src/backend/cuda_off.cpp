@@ -20,6 +20,7 @@ struct DeviceHessian {};
 std::shared_ptr<DeviceHessian> make_device_hessian(int64_t) { throw DeviceError(kWhy); }
 void device_hessian_add(DeviceHessian&, const float*, int64_t, double, double) { throw DeviceError(kWhy); }
 void device_hessian_download(const DeviceHessian&, double*) { throw DeviceError(kWhy); }
+QuantizedWeight quantize_rtn(const float*, int64_t, int64_t, const QuantSpec&) { throw DeviceError(kWhy); }
 bool llama_advance(const LlamaLayer&, int, BlockState&, const BlockCtx&) { return false; }
 bool block_group_gram(const Block&, int, const BlockState&, bool, DeviceHessian&, double, double) { return false; }
 GptqResult gptq_quantize(const float*, int64_t, int64_t, const HessianAccumulator&, const GptqConfig&,

@@ -195,6 +195,11 @@ int64_t solver_reserve(const std::vector<Linear*>& group, bool v2) {
   return 8 * n * n * (v2 ? 8 : 5) + 16 * max_out * n;
 }
 
+// RTN on the chosen device (the same codes either way).
+QuantizedWeight rtn(const float* W, int64_t out, int64_t in, const QuantSpec& s) {
+  return default_device() == Device::CUDA ? cuda::quantize_rtn(W, out, in, s) : quantize_rtn(W, out, in, s);
+}
+
 // --device cuda: group g's input is made and folded into H on the GPU from one copy of the
 // state (false: the block or its settings need the host path).
 bool device_gram(HessianAccumulator& H, const Block& blk, int g, const BlockState& st, bool act_quant) {
@@ -371,7 +376,7 @@ QuantizedModel quantize_model(LlamaModel& m, const QuantConfig& cfg, const std::
     Progress prog("rtn", int64_t(blocks.size()));
     for (size_t b = 0; b < blocks.size(); ++b) {
       for (Linear* lin : blocks[b]->linears())
-        set_quantized(*lin, quantize_rtn(lin->W.to(DType::F32).f32(), lin->out(), lin->in(), weight_spec(cfg, cfg.w_bits)),
+        set_quantized(*lin, rtn(lin->W.to(DType::F32).f32(), lin->out(), lin->in(), weight_spec(cfg, cfg.w_bits)),
                       false);
       prog.update(int64_t(b + 1));
     }
@@ -404,7 +409,7 @@ QuantizedModel quantize_model(LlamaModel& m, const QuantConfig& cfg, const std::
   }
   if (cfg.lm_head_w_bits < 16) {
     Linear& h = m.lm_head;
-    set_quantized(h, quantize_rtn(h.weight_f32().f32(), h.out(), h.in(), weight_spec(cfg, cfg.lm_head_w_bits)), false);
+    set_quantized(h, rtn(h.weight_f32().f32(), h.out(), h.in(), weight_spec(cfg, cfg.lm_head_w_bits)), false);
   }
   rep["seconds"] = now_s() - t_start;
   rep["peak_rss_mb"] = peak_rss_mb();

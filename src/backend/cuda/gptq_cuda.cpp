@@ -28,6 +28,7 @@
 #include "backend/cuda_api.h"
 #include "core/error.h"
 #include "core/progress.h"
+#include "quant/rtn_quant.h"
 
 namespace lowbit::cuda {
 namespace {
@@ -223,6 +224,57 @@ GptqResult gptq_quantize(const float* Wf, int64_t out, int64_t in, const Hessian
   res.loss = loss / 2;
   res.percdamp_used = pd;
   return res;
+}
+
+// RTN with the same device grid fit as GPTQ's static grids (the --w_clip MSE search is what
+// makes RTN of a 7B model slow on the host): quantize_rtn's result, code for code.
+QuantizedWeight quantize_rtn(const float* Wf, int64_t out, int64_t in, const QuantSpec& s) {
+  if (out <= 0 || in <= 0) return lowbit::quantize_rtn(Wf, out, in, s);
+  s.validate(in, "RTN weight");
+  const int64_t n = in, gs = s.groupsize > 0 ? s.groupsize : in, ngroups = (in + gs - 1) / gs;
+  LOWBIT_CHECK(ngroups <= 65535, ArgError, "RTN weight: {} groups per row is more than the device fit handles", ngroups);
+  QuantizedWeight q;
+  q.bits = s.bits;
+  q.sym = s.sym;
+  q.groupsize = s.groupsize;
+  q.out = out;
+  q.in = in;
+  q.ngroups = ngroups;
+  q.codes.resize(size_t(out * in));
+  q.scales.resize(size_t(out * ngroups));
+  q.zeros.resize(size_t(out * ngroups));
+  q.g_idx.resize(size_t(in));
+  for (int64_t c = 0; c < in; ++c) q.g_idx[size_t(c)] = int32_t(c / gs);
+  DeviceBuffer<double> dW(size_t(out * n));
+  DeviceBuffer<int32_t> dCmap(static_cast<size_t>(n)), dCodes(size_t(out * n));
+  DeviceBuffer<float> dScales(size_t(out * ngroups)), dZeros(size_t(out * ngroups));
+  {
+    std::vector<double> Wt(size_t(out * n));  // [n][out]
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < n; ++c)
+      for (int64_t r = 0; r < out; ++r) Wt[size_t(c * out + r)] = double(Wf[r * n + c]);
+    upload(dW.get(), Wt.data(), dW.bytes());
+    std::vector<int32_t> ident(static_cast<size_t>(n));
+    std::iota(ident.begin(), ident.end(), 0);
+    upload(dCmap.get(), ident.data(), dCmap.bytes());
+  }
+  gptq::fit_static(dW.get(), out, n, gs, ngroups, dCmap.get(), s.sym, s.bits, s.clip_ratio, s.mse_clip, dScales.get(),
+                   dZeros.get(), stream());
+  gptq::rtn_codes(dW.get(), out, n, gs, dScales.get(), dZeros.get(), s.sym, s.bits, dCodes.get(), stream());
+  std::vector<int32_t> codes(size_t(out * n));
+  std::vector<float> sc(size_t(out * ngroups)), ze(size_t(out * ngroups));
+  download(codes.data(), dCodes.get(), dCodes.bytes());
+  download(sc.data(), dScales.get(), dScales.bytes());
+  download(ze.data(), dZeros.get(), dZeros.bytes());
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < out; ++r) {
+    for (int64_t c = 0; c < n; ++c) q.codes[size_t(r * n + c)] = codes[size_t(c * out + r)];
+    for (int64_t k = 0; k < ngroups; ++k) {
+      q.scales[size_t(r * ngroups + k)] = sc[size_t(k * out + r)];
+      q.zeros[size_t(r * ngroups + k)] = ze[size_t(k * out + r)];
+    }
+  }
+  return q;
 }
 
 }  // namespace lowbit::cuda

@@ -189,6 +189,18 @@ __global__ void block_kernel(BlockArgs a) {
   a.loss[r] = loss;
 }
 
+__global__ void rtn_codes_kernel(const double* W, int64_t out, int64_t n, int64_t gs, const float* scales,
+                                 const float* zeros, bool sym, int bits, int32_t* codes) {
+  const int qmin = sym ? -(1 << (bits - 1)) : 0;
+  const int qmax = sym ? (1 << (bits - 1)) - 1 : (1 << bits) - 1;
+  const int64_t total = out * n;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t c = i / out, r = i % out, g = c / gs;  // i = c·out + r
+    codes[i] = int32_t(qcode(__double2float_rn(W[i]), scales[g * out + r], zeros[g * out + r], float(qmin),
+                             float(qmax)));
+  }
+}
+
 __global__ void set_identity_kernel(double* A, int64_t n) {
   const int64_t total = n * n;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x)
@@ -231,6 +243,13 @@ void fit_static(const double* W, int64_t out, int64_t n, int64_t gs, int64_t ngr
   if (out <= 0 || n <= 0) return;
   const dim3 grid{unsigned(out), unsigned(ngroups), 1u};
   fit_static_kernel<<<grid, mse ? 96 : 32, 0, s>>>(W, out, n, gs, cmap, sym, bits, clip, mse, scales, zeros);
+  LOWBIT_CUDA_LAUNCHED();
+}
+
+void rtn_codes(const double* W, int64_t out, int64_t n, int64_t gs, const float* scales, const float* zeros, bool sym,
+               int bits, int32_t* codes, cudaStream_t s) {
+  if (out <= 0 || n <= 0) return;
+  rtn_codes_kernel<<<grid_for(out * n, 256), 256, 0, s>>>(W, out, n, gs, scales, zeros, sym, bits, codes);
   LOWBIT_CUDA_LAUNCHED();
 }
 

@@ -44,6 +44,11 @@ void block(const BlockArgs& a, cudaStream_t s);
 void fit_static(const double* W, int64_t out, int64_t n, int64_t gs, int64_t ngroups, const int32_t* cmap, bool sym,
                 int bits, float clip, bool mse, float* scales, float* zeros, cudaStream_t s);
 
+// RTN codes from fitted grids: codes[c·out + r] = quantize_code(float(W(r, c)), grid of
+// (r, c / gs)), W in the [n][out] layout, grids [ngroups][out].
+void rtn_codes(const double* W, int64_t out, int64_t n, int64_t gs, const float* scales, const float* zeros, bool sym,
+               int bits, int32_t* codes, cudaStream_t s);
+
 // A = I (n x n).
 void set_identity(double* A, int64_t n, cudaStream_t s);
 // U[i, j] = X[n-1-i, n-1-j] for i <= j, 0 below the diagonal (row-major n x n; U != X).
