@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pkgs=(build-essential cmake pkg-config libopenblas-openmp-dev liblapacke-dev nlohmann-json3-dev libcli11-dev
-      libgtest-dev libgmock-dev libbenchmark-dev libsentencepiece-dev libfmt-dev)
+      libgtest-dev libgmock-dev libbenchmark-dev libsentencepiece-dev libfmt-dev
+      libjpeg62-turbo-dev libpng-dev)  # image decoding: libjpeg-turbo is the decoder PIL uses
 if [[ "${1:-}" == "--tests" ]]; then pkgs+=(clang libclang-rt-14-dev libomp-dev); fi
 
 missing=()
