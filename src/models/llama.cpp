@@ -10,6 +10,7 @@
 #include "backend/cuda_api.h"
 #include "core/error.h"
 #include "models/llama_names.h"
+#include "models/weights.h"
 
 namespace lowbit {
 
@@ -151,78 +152,6 @@ void LlamaLayer::advance(int g, BlockState& st, const BlockCtx& ctx) const {
 
 // ---- loading ------------------------------------------------------------------------------
 
-namespace {
-
-struct Src {
-  const LlamaModel::TensorSource& get;
-  const LlamaModel::PackedSource& get_packed;
-  const std::string& source;
-};
-
-// NaN or Inf anywhere in a weight makes every later number meaningless: refuse it at load,
-// naming the tensor (f16/bf16 checked on their bits: exponent all ones).
-void check_finite(const Src& st, const std::string& name, const Tensor& t) {
-  const int64_t n = t.numel();
-  int64_t bad = -1;
-  switch (t.dtype()) {
-    case DType::F32: {
-      const float* p = t.data<float>();
-      for (int64_t i = 0; i < n && bad < 0; ++i)
-        if (!std::isfinite(p[i])) bad = i;
-      break;
-    }
-    case DType::F16: {
-      const uint16_t* p = t.data<uint16_t>();
-      for (int64_t i = 0; i < n && bad < 0; ++i)
-        if ((p[i] & 0x7c00) == 0x7c00) bad = i;
-      break;
-    }
-    case DType::BF16: {
-      const uint16_t* p = t.data<uint16_t>();
-      for (int64_t i = 0; i < n && bad < 0; ++i)
-        if ((p[i] & 0x7f80) == 0x7f80) bad = i;
-      break;
-    }
-    default:
-      break;
-  }
-  LOWBIT_CHECK(bad < 0, NumericError, "{}: tensor '{}' holds a NaN or Inf (element {})", st.source, name, bad);
-}
-
-Tensor load_checked(const Src& st, const std::string& name, const Shape& want) {
-  Tensor t = st.get(name);
-  LOWBIT_CHECK(t.defined(), ShapeError, "{}: missing tensor '{}'", st.source, name);
-  LOWBIT_CHECK(t.shape() == want, ShapeError, "{}: tensor '{}' has shape {} but config.json implies {}",
-               st.source, name, shape_str(t.shape()), shape_str(want));
-  LOWBIT_CHECK(dtype_is_float(t.dtype()) && t.dtype() != DType::F64, DTypeError,
-               "{}: tensor '{}' has unsupported dtype {} (expected f32, f16 or bf16)", st.source, name,
-               dtype_name(t.dtype()));
-  check_finite(st, name, t);
-  return t;
-}
-
-Linear load_linear(const Src& st, const std::string& name, int64_t out, int64_t in, bool bias) {
-  Linear l;
-  l.name = name;
-  l.n_out = out;
-  l.n_in = in;
-  std::shared_ptr<const PackedWeight> p = st.get_packed ? st.get_packed(name, out, in) : nullptr;
-  if (p) {
-    LOWBIT_CHECK(!st.get(name + ".weight").defined(), FormatError,
-                 "{}: linear '{}' is stored twice (as '{}.weight' and as packed codes)", st.source, name, name);
-    LOWBIT_CHECK(p->out == out && p->in == in, ShapeError,
-                 "{}: packed weight '{}' is [{}, {}] but config.json implies [{}, {}]", st.source, name, p->out, p->in,
-                 out, in);
-    l.qw = std::move(p);
-  } else {
-    l.W = load_checked(st, name + ".weight", {out, in});
-  }
-  if (bias) l.bias = load_checked(st, name + ".bias", {out}).to(DType::F32);
-  return l;
-}
-
-}  // namespace
-
 LlamaModel LlamaModel::load(const std::string& dir) {
   LlamaConfig cfg = LlamaConfig::load(dir);
   WeightStore st = WeightStore::open_dir(dir);
@@ -236,7 +165,7 @@ LlamaModel LlamaModel::from_store(const LlamaConfig& cfg, const WeightStore& sto
 
 LlamaModel LlamaModel::from_source(const LlamaConfig& cfg, const TensorSource& get, const PackedSource& get_packed,
                                    const std::string& source, const std::string& dir) {
-  Src st{get, get_packed, source};
+  WeightSource st{get, get_packed, source};
   LlamaModel m;
   m.cfg = cfg;
   m.dir = dir;
@@ -308,17 +237,28 @@ void LlamaModel::head(const float* x, int64_t T, float* logits, const ForwardOpt
   linear_product(*backend, lm_head, in, T, logits);
 }
 
-Tensor LlamaModel::forward(const int32_t* ids, int64_t T, KVCache* cache, const ForwardOptions& opt) {
+int64_t LlamaModel::check_span(int64_t T, const KVCache* cache) const {
   LOWBIT_CHECK(T > 0, ArgError, "forward: empty token sequence");
   const int64_t start = cache ? cache->len : 0;
   LOWBIT_CHECK(start + T <= cfg.max_position, ArgError,
                "sequence of {} tokens exceeds the model's context of {} (max_position_embeddings)", start + T,
                cfg.max_position);
+  return start;
+}
+
+Tensor LlamaModel::forward(const int32_t* ids, int64_t T, KVCache* cache, const ForwardOptions& opt) {
+  check_span(T, cache);
+  std::vector<float> x(static_cast<size_t>(T * cfg.hidden_size));  // [T, d]
+  embed_tokens(ids, T, x.data());
+  return forward_embeds(x.data(), T, cache, opt);
+}
+
+Tensor LlamaModel::forward_embeds(const float* x, int64_t T, KVCache* cache, const ForwardOptions& opt) {
+  const int64_t start = check_span(T, cache);
   const int64_t d = cfg.hidden_size;
   BlockState st;
   st.T = T;
-  st.x.resize(static_cast<size_t>(T * d));  // [T, d] residual stream
-  embed_tokens(ids, T, st.x.data());
+  st.x.assign(x, x + T * d);  // [T, d] residual stream
   BlockCtx ctx;
   ctx.act_quant = opt.act_quant;
   ctx.observer = opt.observer ? &opt.observer : nullptr;

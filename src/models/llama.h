@@ -17,6 +17,7 @@
 #include "io/safetensors.h"
 #include "models/block.h"
 #include "models/config.h"
+#include "models/weights.h"
 
 namespace lowbit {
 
@@ -87,9 +88,8 @@ class LlamaModel {
   // Builds a model from any tensor source: `get(name)` returns an undefined Tensor when
   // absent; `get_packed(linear, out, in)` (may be empty) returns a linear's packed codes
   // (validated against [out, in]), or null when that linear is not quantized.
-  using TensorSource = std::function<Tensor(const std::string& name)>;
-  using PackedSource =
-      std::function<std::shared_ptr<const PackedWeight>(const std::string& linear, int64_t out, int64_t in)>;
+  using TensorSource = lowbit::TensorSource;  // models/weights.h
+  using PackedSource = lowbit::PackedSource;
   static LlamaModel from_source(const LlamaConfig& cfg, const TensorSource& get, const PackedSource& get_packed,
                                 const std::string& source, const std::string& dir);
 
@@ -98,6 +98,9 @@ class LlamaModel {
   // Runs T tokens starting at position cache->len (0 without a cache) and
   // returns logits [T, vocab] (or [1, vocab] with last_only). Advances the cache.
   Tensor forward(const int32_t* ids, int64_t T, KVCache* cache = nullptr, const ForwardOptions& opt = {});
+  // The same from embedded inputs x [T, d] (token embeddings, or a VLM's mix of token
+  // embeddings and image features): forward(ids) = forward_embeds(embed_tokens(ids)).
+  Tensor forward_embeds(const float* x, int64_t T, KVCache* cache = nullptr, const ForwardOptions& opt = {});
 
   void embed_tokens(const int32_t* ids, int64_t T, float* x) const;  // x: [T, d]
   // The input of lm_head (final norm) for x [T, d] → h [T, d].
@@ -107,6 +110,10 @@ class LlamaModel {
   std::vector<Block*> blocks();
   std::vector<Linear*> all_linears();  // every layer's, then lm_head
   int64_t num_parameters() const;
+
+ private:
+  // Checks T tokens fit after the cache's positions; returns the first position.
+  int64_t check_span(int64_t T, const KVCache* cache) const;
 };
 
 }  // namespace lowbit

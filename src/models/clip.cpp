@@ -1,0 +1,299 @@
+// CLIP ViT vision tower (HF CLIPVisionModel semantics):
+//   x_0 = [cls ; unfold(pixels) · W_patchᵀ] + pos,  h_0 = LayerNorm_pre(x_0)
+//   h = x + out_proj(Attn(q_proj(n1), k_proj(n1), v_proj(n1))),  n1 = LayerNorm1(x)   (full attention)
+//   x' = h + fc2(act(fc1(n2))),                                   n2 = LayerNorm2(h)
+#include "models/clip.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "core/error.h"
+#include "io/json_util.h"
+#include "models/clip_names.h"
+
+namespace lowbit {
+
+using clip_names::Role;
+using json = nlohmann::json;
+
+// ---- config ---------------------------------------------------------------------------------
+
+namespace {
+
+// An integer key, HF's default when absent.
+int64_t int_or(const json& j, const char* key, int64_t dflt, const std::string& path) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return dflt;
+  LOWBIT_CHECK(it->is_number_integer(), ConfigError, "{}: vision_config '{}' must be an integer, got {}", path, key,
+               json_excerpt(*it));
+  return it->get<int64_t>();
+}
+
+}  // namespace
+
+ClipVisionConfig ClipVisionConfig::from_json(const json& j, const std::string& path) {
+  LOWBIT_CHECK(j.is_object(), ConfigError, "{}: vision_config must be a JSON object", path);
+  const std::string type = j.value("model_type", std::string("clip_vision_model"));
+  LOWBIT_CHECK(type == "clip_vision_model" || type == "clip", ConfigError,
+               "{}: vision_config model_type '{}' is not a CLIP vision tower (clip_vision_model)", path, type);
+  ClipVisionConfig c;  // defaults: HF CLIPVisionConfig
+  c.hidden_size = int_or(j, "hidden_size", 768, path);
+  c.intermediate_size = int_or(j, "intermediate_size", 3072, path);
+  c.num_layers = int_or(j, "num_hidden_layers", 12, path);
+  c.num_heads = int_or(j, "num_attention_heads", 12, path);
+  c.num_channels = int_or(j, "num_channels", 3, path);
+  c.image_size = int_or(j, "image_size", 224, path);
+  c.patch_size = int_or(j, "patch_size", 32, path);
+  auto eps = j.find("layer_norm_eps");
+  if (eps != j.end() && !eps->is_null()) {
+    LOWBIT_CHECK(eps->is_number(), ConfigError, "{}: vision_config 'layer_norm_eps' must be a number, got {}", path,
+                 json_excerpt(*eps));
+    c.layer_norm_eps = eps->get<double>();
+  }
+  auto act = j.find("hidden_act");
+  if (act != j.end() && !act->is_null()) {
+    LOWBIT_CHECK(act->is_string(), ConfigError, "{}: vision_config 'hidden_act' must be a string, got {}", path,
+                 json_excerpt(*act));
+    c.hidden_act = parse_activation(act->get<std::string>(), "vision_config hidden_act", path);
+  }
+  constexpr int64_t kMaxDim = int64_t(1) << 20, kMaxLayers = 1 << 12, kMaxImage = 1 << 15;
+  LOWBIT_CHECK(c.hidden_size > 0 && c.hidden_size <= kMaxDim && c.intermediate_size > 0 &&
+                   c.intermediate_size <= kMaxDim && c.num_layers > 0 && c.num_layers <= kMaxLayers &&
+                   c.num_heads > 0 && c.num_heads <= c.hidden_size && c.num_channels > 0 && c.num_channels <= 16 &&
+                   c.patch_size > 0 && c.image_size >= c.patch_size && c.image_size <= kMaxImage,
+               ConfigError,
+               "{}: vision_config sizes out of range (hidden {}, intermediate {}, layers {}, heads {}, channels {}, "
+               "image_size {}, patch_size {})",
+               path, c.hidden_size, c.intermediate_size, c.num_layers, c.num_heads, c.num_channels, c.image_size,
+               c.patch_size);
+  LOWBIT_CHECK(c.hidden_size % c.num_heads == 0, ConfigError,
+               "{}: vision_config hidden_size {} is not a multiple of num_attention_heads {}", path, c.hidden_size,
+               c.num_heads);
+  LOWBIT_CHECK(c.image_size % c.patch_size == 0, ConfigError,
+               "{}: vision_config image_size {} is not a multiple of patch_size {}", path, c.image_size, c.patch_size);
+  LOWBIT_CHECK(std::isfinite(c.layer_norm_eps) && c.layer_norm_eps > 0 && c.layer_norm_eps < 1, ConfigError,
+               "{}: vision_config layer_norm_eps {} must be in (0, 1)", path, c.layer_norm_eps);
+  return c;
+}
+
+// ---- ops --------------------------------------------------------------------------------------
+
+void layer_norm(const float* x, const float* w, const float* b, float* y, int64_t rows, int64_t dim, float eps) {
+#pragma omp parallel for schedule(static) if (rows * dim > (1 << 16))
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * dim;
+    float* yr = y + r * dim;
+    double mean = 0, var = 0;
+    for (int64_t i = 0; i < dim; ++i) mean += xr[i];
+    mean /= double(dim);
+    for (int64_t i = 0; i < dim; ++i) var += (xr[i] - mean) * (xr[i] - mean);
+    const double rstd = 1.0 / std::sqrt(var / double(dim) + double(eps));
+    for (int64_t i = 0; i < dim; ++i) yr[i] = float((xr[i] - mean) * rstd * w[i] + b[i]);
+  }
+}
+
+void full_attention(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t H, int64_t D,
+                    float scale) {
+  const int64_t row = H * D;
+#pragma omp parallel
+  {
+    std::vector<double> p(static_cast<size_t>(T)), o(static_cast<size_t>(D));
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t h = 0; h < H; ++h) {
+      for (int64_t t = 0; t < T; ++t) {
+        const float* qt = q + t * row + h * D;
+        double mx = -INFINITY;
+        for (int64_t s = 0; s < T; ++s) {  // scores q_t·k_s · scale
+          const float* ks = k + s * row + h * D;
+          double dot = 0;
+          for (int64_t i = 0; i < D; ++i) dot += double(qt[i]) * ks[i];
+          p[size_t(s)] = dot * scale;
+          mx = std::max(mx, p[size_t(s)]);
+        }
+        double sum = 0;
+        for (int64_t s = 0; s < T; ++s) sum += p[size_t(s)] = std::exp(p[size_t(s)] - mx);
+        std::fill(o.begin(), o.end(), 0.0);
+        for (int64_t s = 0; s < T; ++s) {
+          const float* vs = v + s * row + h * D;
+          const double ps = p[size_t(s)];
+          for (int64_t i = 0; i < D; ++i) o[size_t(i)] += ps * vs[i];
+        }
+        float* ot = out + t * row + h * D;
+        for (int64_t i = 0; i < D; ++i) ot[i] = float(o[size_t(i)] / sum);
+      }
+    }
+  }
+}
+
+// ---- the encoder layer as a block ---------------------------------------------------------------
+
+ClipLayer ClipLayer::shaped(const ClipVisionConfig& cfg, int64_t index) {
+  ClipLayer L;
+  L.index = index;
+  L.d = cfg.hidden_size;
+  L.f = cfg.intermediate_size;
+  L.H = cfg.num_heads;
+  L.D = cfg.head_dim();
+  L.eps = float(cfg.layer_norm_eps);
+  L.act = cfg.hidden_act;
+  return L;
+}
+
+int64_t ClipLayer::state_floats(int boundary, int64_t T) const {
+  switch (boundary) {
+    case 1: return T * 2 * d;
+    case 3: return T * (d + f);
+    default: return T * d;
+  }
+}
+
+const float* ClipLayer::group_input(int g, const BlockState& st, std::vector<float>& buf) const {
+  const int64_t T = st.T;
+  switch (g) {
+    case 0:
+    case 2: {  // n = LayerNorm(x)
+      buf.resize(size_t(T * d));
+      const Tensor& w = g == 0 ? ln1_w : ln2_w;
+      const Tensor& b = g == 0 ? ln1_b : ln2_b;
+      layer_norm(st.x.data(), w.data<float>(), b.data<float>(), buf.data(), T, d, eps);
+      return buf.data();
+    }
+    case 1:
+    case 3:
+      LOWBIT_ASSERT(int64_t(st.a.size()) == T * (g == 1 ? d : f));
+      return st.a.data();
+  }
+  LOWBIT_ASSERT(false);
+  return nullptr;
+}
+
+void ClipLayer::advance(int g, BlockState& st, const BlockCtx& ctx) const {
+  const int64_t T = st.T;
+  Backend& be = *backend;
+  thread_local std::vector<float> nbuf, pbuf, q, k, v, o;
+  const auto grp = groups().at(size_t(g));
+  // The group's shared input as its linears multiply it, shown to the observer once.
+  const float* in = linear_input(*grp.front(), group_input(g, st, nbuf), T, ctx.act_quant, pbuf);
+  if (ctx.observer && *ctx.observer) (*ctx.observer)(grp.front()->name, in, T, grp.front()->in());
+  switch (g) {
+    case 0: {  // q, k, v [T, H·D] → full attention: a [T, d]
+      q.resize(size_t(T * d));
+      k.resize(size_t(T * d));
+      v.resize(size_t(T * d));
+      linear_product(be, q_proj, in, T, q.data());
+      linear_product(be, k_proj, in, T, k.data());
+      linear_product(be, v_proj, in, T, v.data());
+      st.a.resize(size_t(T * d));
+      full_attention(q.data(), k.data(), v.data(), st.a.data(), T, H, D, float(1.0 / std::sqrt(double(D))));
+      return;
+    }
+    case 1:    // h = x + out_proj(a)
+    case 3: {  // x' = h + fc2(a)
+      o.resize(size_t(T * d));  // [T, d]
+      linear_product(be, g == 1 ? out_proj : fc2, in, T, o.data());
+      for (int64_t i = 0; i < T * d; ++i) st.x[size_t(i)] += o[size_t(i)];
+      st.a.clear();
+      st.a.shrink_to_fit();
+      return;
+    }
+    case 2: {  // a = act(fc1(n2)) [T, f]
+      st.a.resize(size_t(T * f));
+      linear_product(be, fc1, in, T, st.a.data());
+      apply_activation(act, st.a.data(), T * f);
+      return;
+    }
+  }
+  LOWBIT_ASSERT(false);
+}
+
+// ---- the tower ----------------------------------------------------------------------------------
+
+ClipVisionTower ClipVisionTower::from_source(const ClipVisionConfig& cfg, const WeightSource& src,
+                                             const std::string& root) {
+  ClipVisionTower t;
+  t.cfg = cfg;
+  t.root = root;
+  const int64_t d = cfg.hidden_size, f = cfg.intermediate_size, p = cfg.patch_size, C = cfg.num_channels;
+  auto f32 = [&](const std::string& name, const Shape& shape) { return load_checked(src, root + name, shape).to(DType::F32); };
+  // The conv weight [d, C, p, p] is, row-major, the matrix [d, C·p·p] (a view, no copy).
+  const std::string patch = root + clip_names::kPatchEmbedding;
+  t.patch_embed.name = patch;
+  t.patch_embed.n_out = d;
+  t.patch_embed.n_in = cfg.patch_dim();
+  t.patch_embed.W = load_checked(src, patch + ".weight", {d, C, p, p}).reshape({d, cfg.patch_dim()});
+  LOWBIT_CHECK(!src.get(patch + ".bias").defined(), ShapeError,
+               "{}: tensor '{}.bias' is not expected (CLIP's patch embedding has no bias)", src.source, patch);
+  t.class_embedding = f32(clip_names::kClassEmbedding, {d});
+  t.position_embedding = f32(std::string(clip_names::kPositionEmbedding) + ".weight", {cfg.num_positions(), d});
+  t.pre_norm_w = f32(std::string(clip_names::kPreNorm) + ".weight", {d});
+  t.pre_norm_b = f32(std::string(clip_names::kPreNorm) + ".bias", {d});
+  const std::string post = root + clip_names::kPostNorm;
+  if (src.get(post + ".weight").defined()) {
+    t.post_norm_w = f32(std::string(clip_names::kPostNorm) + ".weight", {d});
+    t.post_norm_b = f32(std::string(clip_names::kPostNorm) + ".bias", {d});
+  }
+  for (int64_t l = 0; l < cfg.num_layers; ++l) {
+    auto name = [&](Role r) { return clip_names::module(root, l, r); };
+    ClipLayer L = ClipLayer::shaped(cfg, l);
+    L.ln1_w = load_checked(src, name(Role::ln1) + ".weight", {d}).to(DType::F32);
+    L.ln1_b = load_checked(src, name(Role::ln1) + ".bias", {d}).to(DType::F32);
+    L.ln2_w = load_checked(src, name(Role::ln2) + ".weight", {d}).to(DType::F32);
+    L.ln2_b = load_checked(src, name(Role::ln2) + ".bias", {d}).to(DType::F32);
+    L.q_proj = load_linear(src, name(Role::q_proj), d, d, true);
+    L.k_proj = load_linear(src, name(Role::k_proj), d, d, true);
+    L.v_proj = load_linear(src, name(Role::v_proj), d, d, true);
+    L.out_proj = load_linear(src, name(Role::out_proj), d, d, true);
+    L.fc1 = load_linear(src, name(Role::fc1), f, d, true);
+    L.fc2 = load_linear(src, name(Role::fc2), d, f, true);
+    t.layers.push_back(std::move(L));
+  }
+  return t;
+}
+
+void ClipVisionTower::embed(const float* px, float* x) const {
+  const int64_t d = cfg.hidden_size, p = cfg.patch_size, S = cfg.image_size, G = cfg.grid(), C = cfg.num_channels;
+  const int64_t P = cfg.num_patches(), K = cfg.patch_dim();
+  // Unfold: patch i = (gy, gx) row-major; column (c, ky, kx) matches the conv weight's layout.
+  std::vector<float> patches(static_cast<size_t>(P * K));  // [P, C·p·p]
+  for (int64_t gy = 0; gy < G; ++gy)
+    for (int64_t gx = 0; gx < G; ++gx) {
+      float* dst = patches.data() + (gy * G + gx) * K;
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t ky = 0; ky < p; ++ky)
+          std::memcpy(dst + (c * p + ky) * p, px + (c * S + gy * p + ky) * S + gx * p, size_t(p) * sizeof(float));
+    }
+  std::vector<float> e(static_cast<size_t>((P + 1) * d));  // [P + 1, d]: class token, then patches
+  std::memcpy(e.data(), class_embedding.data<float>(), size_t(d) * sizeof(float));
+  linear_product(*backend, patch_embed, patches.data(), P, e.data() + d);
+  const float* pos = position_embedding.data<float>();
+  for (int64_t i = 0; i < (P + 1) * d; ++i) e[size_t(i)] += pos[i];
+  layer_norm(e.data(), pre_norm_w.data<float>(), pre_norm_b.data<float>(), x, P + 1, d, float(cfg.layer_norm_eps));
+}
+
+std::vector<float> ClipVisionTower::forward(const float* px, int64_t upto, const ForwardOptions& opt) const {
+  LOWBIT_CHECK(upto >= 0 && upto <= cfg.num_layers, ArgError,
+               "vision tower: hidden state {} asked for, the tower has {} layers", upto, cfg.num_layers);
+  const int64_t T = cfg.num_positions(), d = cfg.hidden_size;
+  BlockState st;
+  st.T = T;
+  st.x.resize(static_cast<size_t>(T * d));  // [P + 1, d]
+  embed(px, st.x.data());
+  BlockCtx ctx;
+  ctx.act_quant = opt.act_quant;
+  ctx.observer = opt.observer ? &opt.observer : nullptr;
+  for (int64_t l = 0; l < upto; ++l) {
+    if (opt.hidden_hook) opt.hidden_hook(l, st.x.data(), T, d);
+    layers[size_t(l)].forward(st, ctx);
+  }
+  if (opt.hidden_hook) opt.hidden_hook(upto, st.x.data(), T, d);
+  return std::move(st.x);
+}
+
+std::vector<Block*> ClipVisionTower::blocks() {
+  std::vector<Block*> b;
+  for (auto& L : layers) b.push_back(&L);
+  return b;
+}
+
+}  // namespace lowbit

@@ -1,0 +1,118 @@
+// CLIP ViT vision tower (HF CLIPVisionModel semantics), the image encoder of LLaVA.
+//
+//   patches  p_i = unfold(pixels)[i]  [P, C·p·p], P = (image_size/p)², patch-major, row by row
+//   x_0      = [class_embedding ; p_i · W_patchᵀ] + position_embedding   [P + 1, d]
+//   h_0      = LayerNorm_pre(x_0)                   (hidden_states[0])
+//   h_k      = ClipLayer_k(h_{k−1}), k = 1..L       (hidden_states[k])
+// The patch-embedding convolution (stride = kernel = p, no bias) is the GEMM of the
+// unfolded patches with the conv weight viewed as [d, C·p·p]. LLaVA takes hidden_states
+// at vision_feature_layer (−2: the output of layer L−1), so the tower runs only as many
+// layers as the selected states need; post_layernorm is kept for towers that use it.
+//
+// A ClipLayer is a Block (models/block.h), so the quantization driver walks the vision
+// tower like the decoder.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "backend/backend.h"
+#include "core/tensor.h"
+#include "models/block.h"
+#include "models/llama.h"  // ForwardOptions
+#include "models/weights.h"
+#include "nn/activation.h"
+
+namespace lowbit {
+
+// vision_config of a CLIP vision tower.
+struct ClipVisionConfig {
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;
+  int64_t num_layers = 0;
+  int64_t num_heads = 0;
+  int64_t num_channels = 3;
+  int64_t image_size = 0;
+  int64_t patch_size = 0;
+  double layer_norm_eps = 1e-5;
+  Activation hidden_act = Activation::quick_gelu;
+
+  // Parses and validates (ConfigError naming `path` and the key).
+  static ClipVisionConfig from_json(const nlohmann::json& j, const std::string& path);
+  int64_t head_dim() const { return hidden_size / num_heads; }
+  int64_t grid() const { return image_size / patch_size; }          // patches per side
+  int64_t num_patches() const { return grid() * grid(); }           // P
+  int64_t num_positions() const { return num_patches() + 1; }       // P + 1 (class token first)
+  int64_t patch_dim() const { return num_channels * patch_size * patch_size; }  // C·p·p
+};
+
+// y = LayerNorm(x)·w + b per row of x [rows, dim] (biased variance, HF/PyTorch semantics).
+void layer_norm(const float* x, const float* w, const float* b, float* y, int64_t rows, int64_t dim, float eps);
+
+// Full (non-causal) multi-head attention: q, k, v [T, H, D] → out [T, H, D],
+// out_t = Σ_s softmax_s(q_t·k_s · scale) v_s.
+// Plain loops (f64 softmax sums), correct first; a tiled GEMM version is for later.
+void full_attention(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t H, int64_t D,
+                    float scale);
+
+// h = x + out_proj(Attn(q_proj(n1), k_proj(n1), v_proj(n1))),  n1 = LayerNorm1(x)
+// x' = h + fc2(act(fc1(n2))),                                   n2 = LayerNorm2(h)
+// Groups: {q, k, v} → {out_proj} → {fc1} → {fc2}. Boundaries: 0 {x}, 1 {x, a = attention
+// output [T, d]}, 2 {x = h}, 3 {x = h, a = act(fc1(n2)) [T, f]}, 4 {x'}.
+class ClipLayer : public Block {
+ public:
+  int64_t index = 0;
+  int64_t d = 0, f = 0, H = 0, D = 0;
+  float eps = 1e-5f;
+  Activation act = Activation::quick_gelu;
+  Backend* backend = &default_backend();
+
+  Tensor ln1_w, ln1_b, ln2_w, ln2_b;  // [d] f32
+  Linear q_proj, k_proj, v_proj, out_proj, fc1, fc2;
+
+ private:
+  template <class Self>  // Self = ClipLayer or const ClipLayer
+  static auto groups_of(Self& s) {
+    using P = decltype(&s.q_proj);
+    return std::vector<std::vector<P>>{{&s.q_proj, &s.k_proj, &s.v_proj}, {&s.out_proj}, {&s.fc1}, {&s.fc2}};
+  }
+
+ public:
+  static ClipLayer shaped(const ClipVisionConfig& cfg, int64_t index);
+
+  std::string kind() const override { return "clip_encoder"; }
+  std::unique_ptr<Block> clone() const override { return std::make_unique<ClipLayer>(*this); }
+  std::vector<std::vector<const Linear*>> groups() const override { return groups_of(*this); }
+  std::vector<std::vector<Linear*>> groups() override { return groups_of(*this); }
+  const float* group_input(int g, const BlockState& st, std::vector<float>& buf) const override;
+  void advance(int g, BlockState& st, const BlockCtx& ctx) const override;
+  int64_t state_floats(int boundary, int64_t T) const override;
+};
+
+class ClipVisionTower {
+ public:
+  ClipVisionConfig cfg;
+  std::string root;         // tensor-name prefix of the tower in its file, e.g. "vision_tower."
+  Linear patch_embed;       // conv weight viewed as [d, C·p·p], no bias
+  Tensor class_embedding;   // [d] f32
+  Tensor position_embedding;  // [P + 1, d] f32
+  Tensor pre_norm_w, pre_norm_b;    // [d] f32
+  Tensor post_norm_w, post_norm_b;  // [d] f32 (undefined when the file has none)
+  std::vector<ClipLayer> layers;
+  Backend* backend = &default_backend();
+
+  // Loads the tower whose tensors are named `root` + clip_names (checked against cfg).
+  static ClipVisionTower from_source(const ClipVisionConfig& cfg, const WeightSource& src, const std::string& root);
+
+  // hidden_states[0] = LayerNorm_pre(embeddings) for one image px [C, S, S] (S = image_size) → x [P + 1, d].
+  void embed(const float* px, float* x) const;
+  // Runs the embeddings and layers 1..upto on one image; opt.hidden_hook sees hidden_states[k]
+  // for k = 0..upto ([P + 1, d] each). Returns hidden_states[upto].
+  std::vector<float> forward(const float* px, int64_t upto, const ForwardOptions& opt = {}) const;
+
+  std::vector<Block*> blocks();
+};
+
+}  // namespace lowbit

@@ -1,0 +1,104 @@
+// LLaVA-1.5 (HF LlavaForConditionalGeneration): CLIP vision tower → 2-layer MLP projector →
+// LLaMA decoder, with the image features written into the embedding rows of the prompt's
+// image tokens:
+//   v       = concat_l hidden_states_l(pixels) [drop CLS when strategy = default]   [F, d_v·|layers|]
+//   feat    = linear_2(GELU(linear_1(v)))                                          [F, d]
+//   x_t     = feat_j   if ids_t = image_token_index (the j-th such token), else embed(ids_t)
+//   logits  = LLaMA(x)
+// The prompt's image placeholders are already expanded to one token per feature
+// (F = (image_size/patch)² under strategy default, +1 under full).
+//
+// The language model is an ordinary LlamaModel loaded through a name-mapping tensor source,
+// so eval ppl, the KV cache, generation and quantization run on it unchanged; text alone
+// goes straight to language.forward.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "io/safetensors.h"
+#include "models/block.h"
+#include "models/clip.h"
+#include "models/config.h"
+#include "models/llama.h"
+#include "nn/activation.h"
+
+namespace lowbit {
+
+struct LlavaConfig {
+  std::string architecture;  // LlavaForConditionalGeneration
+  LlamaConfig text;           // text_config (HF LlamaConfig defaults filled in for absent keys)
+  ClipVisionConfig vision;    // vision_config
+  int32_t image_token_index = 32000;
+  Activation projector_act = Activation::gelu;
+  bool projector_bias = true;
+  // hidden_states indices of the vision tower (−2: second-to-last layer's output), as in the
+  // file (negative counts from the end of the L + 1 states); several are concatenated.
+  std::vector<int64_t> vision_feature_layers = {-2};
+  bool keep_cls = false;  // vision_feature_select_strategy: default (drop CLS) | full (keep it)
+
+  static LlavaConfig from_json(const nlohmann::json& j, const std::string& path);
+  static LlavaConfig load(const std::string& model_dir);
+  // hidden_states index k ∈ [0, L] of each selected layer.
+  std::vector<int64_t> feature_states() const;
+  int64_t features_per_image() const { return vision.num_patches() + (keep_cls ? 1 : 0); }
+};
+
+// True when `model_dir`'s config.json names a LLaVA model (architecture or model_type "llava").
+bool is_llava_dir(const std::string& model_dir);
+
+// linear_2(act(linear_1(v))) as a block: groups {linear_1} → {linear_2}. Boundaries:
+// 0 {x = v [T, d_in]}, 1 {x = v, a = act(linear_1(v)) [T, d]}, 2 {x = feat [T, d]}.
+class LlavaProjector : public Block {
+ public:
+  int64_t d_in = 0, d = 0;
+  Activation act = Activation::gelu;
+  Backend* backend = &default_backend();
+  Linear linear_1, linear_2;
+
+ private:
+  template <class Self>
+  static auto groups_of(Self& s) {
+    using P = decltype(&s.linear_1);
+    return std::vector<std::vector<P>>{{&s.linear_1}, {&s.linear_2}};
+  }
+
+ public:
+  std::string kind() const override { return "llava_projector"; }
+  std::unique_ptr<Block> clone() const override { return std::make_unique<LlavaProjector>(*this); }
+  std::vector<std::vector<const Linear*>> groups() const override { return groups_of(*this); }
+  std::vector<std::vector<Linear*>> groups() override { return groups_of(*this); }
+  const float* group_input(int g, const BlockState& st, std::vector<float>& buf) const override;
+  void advance(int g, BlockState& st, const BlockCtx& ctx) const override;
+  int64_t state_floats(int boundary, int64_t T) const override;
+};
+
+class LlavaModel {
+ public:
+  LlavaConfig cfg;
+  ClipVisionTower vision;
+  LlavaProjector projector;
+  LlamaModel language;
+  std::string dir;
+
+  static LlavaModel load(const std::string& dir);
+  static LlavaModel from_store(const LlavaConfig& cfg, const WeightStore& store, const std::string& dir);
+
+  // Projector output for pixel_values [n_images, C, S, S] (any float dtype; S = image_size):
+  // [n_images · F, d] f32 (ShapeError naming the tensor when the shape is not that).
+  Tensor image_features(const Tensor& pixel_values, const ForwardOptions& opt = {}) const;
+  // x [T, d]: the token embeddings of ids with the rows of image tokens replaced, in order,
+  // by the rows of features [n, d]. ArgError when the prompt's image tokens are not n.
+  void embed_multimodal(const int32_t* ids, int64_t T, const Tensor& features, float* x) const;
+  // Logits [T, vocab] (or [1, vocab] with last_only) of the prompt ids with the images'
+  // features in its image tokens; an undefined pixel_values means text only. Advances the cache.
+  Tensor forward(const int32_t* ids, int64_t T, const Tensor& pixel_values, KVCache* cache = nullptr,
+                 const ForwardOptions& opt = {});
+
+  // Vision layers, the projector, then the decoder layers (what the quantization driver walks).
+  std::vector<Block*> blocks();
+};
+
+}  // namespace lowbit
