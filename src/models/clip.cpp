@@ -1,5 +1,6 @@
-// CLIP ViT vision tower (HF CLIPVisionModel semantics):
-//   x_0 = [cls ; unfold(pixels) · W_patchᵀ] + pos,  h_0 = LayerNorm_pre(x_0)
+// CLIP ViT / SigLIP vision tower (HF CLIPVisionModel, SiglipVisionTransformer semantics):
+//   CLIP:   x_0 = [cls ; unfold(pixels) · W_patchᵀ] + pos,  h_0 = LayerNorm_pre(x_0)
+//   SigLIP: h_0 = unfold(pixels) · W_patchᵀ + b + pos;  output = post_layernorm(h_L)
 //   h = x + out_proj(Attn(q_proj(n1), k_proj(n1), v_proj(n1))),  n1 = LayerNorm1(x)   (full attention)
 //   x' = h + fc2(act(fc1(n2))),                                   n2 = LayerNorm2(h)
 #include "models/clip.h"
@@ -35,16 +36,31 @@ int64_t int_or(const json& j, const char* key, int64_t dflt, const std::string& 
 ClipVisionConfig ClipVisionConfig::from_json(const json& j, const std::string& path) {
   LOWBIT_CHECK(j.is_object(), ConfigError, "{}: vision_config must be a JSON object", path);
   const std::string type = j.value("model_type", std::string("clip_vision_model"));
-  LOWBIT_CHECK(type == "clip_vision_model" || type == "clip", ConfigError,
-               "{}: vision_config model_type '{}' is not a CLIP vision tower (clip_vision_model)", path, type);
-  ClipVisionConfig c;  // defaults: HF CLIPVisionConfig
-  c.hidden_size = int_or(j, "hidden_size", 768, path);
+  const bool clip = type == "clip_vision_model" || type == "clip";
+  const bool siglip = type == "siglip_vision_model" || type == "siglip" || type == "idefics3_vision" ||
+                      type == "idefics3_vision_model" || type == "smolvlm_vision";
+  LOWBIT_CHECK(clip || siglip, ConfigError,
+               "{}: vision_config model_type '{}' is not a supported vision tower (CLIP: clip_vision_model; SigLIP: "
+               "siglip_vision_model, idefics3_vision, smolvlm_vision)",
+               path, type);
+  ClipVisionConfig c;  // defaults: HF CLIPVisionConfig / SiglipVisionConfig / Idefics3VisionConfig
+  c.model_type = type;
+  c.class_token = c.pre_norm = clip;
+  c.patch_bias = siglip;
+  const bool idefics = type == "idefics3_vision" || type == "idefics3_vision_model" || type == "smolvlm_vision";
+  if (siglip) {
+    c.hidden_act = Activation::gelu_tanh;
+    c.layer_norm_eps = 1e-6;
+  }
+  const int64_t def_hidden = idefics ? 1152 : 768, def_heads = idefics ? 16 : 12;
+  const int64_t def_patch = clip ? 32 : idefics ? 32 : 16;
+  c.hidden_size = int_or(j, "hidden_size", def_hidden, path);
   c.intermediate_size = int_or(j, "intermediate_size", 3072, path);
   c.num_layers = int_or(j, "num_hidden_layers", 12, path);
-  c.num_heads = int_or(j, "num_attention_heads", 12, path);
+  c.num_heads = int_or(j, "num_attention_heads", def_heads, path);
   c.num_channels = int_or(j, "num_channels", 3, path);
   c.image_size = int_or(j, "image_size", 224, path);
-  c.patch_size = int_or(j, "patch_size", 32, path);
+  c.patch_size = int_or(j, "patch_size", def_patch, path);
   auto eps = j.find("layer_norm_eps");
   if (eps != j.end() && !eps->is_null()) {
     LOWBIT_CHECK(eps->is_number(), ConfigError, "{}: vision_config 'layer_norm_eps' must be a number, got {}", path,
@@ -222,14 +238,20 @@ ClipVisionTower ClipVisionTower::from_source(const ClipVisionConfig& cfg, const 
   t.patch_embed.n_out = d;
   t.patch_embed.n_in = cfg.patch_dim();
   t.patch_embed.W = load_checked(src, patch + ".weight", {d, C, p, p}).reshape({d, cfg.patch_dim()});
-  LOWBIT_CHECK(!src.get(patch + ".bias").defined(), ShapeError,
-               "{}: tensor '{}.bias' is not expected (CLIP's patch embedding has no bias)", src.source, patch);
-  t.class_embedding = f32(clip_names::kClassEmbedding, {d});
+  if (cfg.patch_bias) {
+    t.patch_embed.bias = load_checked(src, patch + ".bias", {d}).to(DType::F32);
+  } else {
+    LOWBIT_CHECK(!src.get(patch + ".bias").defined(), ShapeError,
+                 "{}: tensor '{}.bias' is not expected (CLIP's patch embedding has no bias)", src.source, patch);
+  }
+  if (cfg.class_token) t.class_embedding = f32(clip_names::kClassEmbedding, {d});
   t.position_embedding = f32(std::string(clip_names::kPositionEmbedding) + ".weight", {cfg.num_positions(), d});
-  t.pre_norm_w = f32(std::string(clip_names::kPreNorm) + ".weight", {d});
-  t.pre_norm_b = f32(std::string(clip_names::kPreNorm) + ".bias", {d});
+  if (cfg.pre_norm) {
+    t.pre_norm_w = f32(std::string(clip_names::kPreNorm) + ".weight", {d});
+    t.pre_norm_b = f32(std::string(clip_names::kPreNorm) + ".bias", {d});
+  }
   const std::string post = root + clip_names::kPostNorm;
-  if (src.get(post + ".weight").defined()) {
+  if (src.get(post + ".weight").defined() || cfg.is_siglip()) {  // SigLIP's output needs it
     t.post_norm_w = f32(std::string(clip_names::kPostNorm) + ".weight", {d});
     t.post_norm_b = f32(std::string(clip_names::kPostNorm) + ".bias", {d});
   }
@@ -263,12 +285,16 @@ void ClipVisionTower::embed(const float* px, float* x) const {
         for (int64_t ky = 0; ky < p; ++ky)
           std::memcpy(dst + (c * p + ky) * p, px + (c * S + gy * p + ky) * S + gx * p, size_t(p) * sizeof(float));
     }
-  std::vector<float> e(static_cast<size_t>((P + 1) * d));  // [P + 1, d]: class token, then patches
-  std::memcpy(e.data(), class_embedding.data<float>(), size_t(d) * sizeof(float));
-  linear_product(*backend, patch_embed, patches.data(), P, e.data() + d);
+  const int64_t T = cfg.num_positions(), c0 = cfg.class_token ? 1 : 0;
+  std::vector<float> e(static_cast<size_t>(T * d));  // [T, d]: [class token,] then patches
+  if (c0) std::memcpy(e.data(), class_embedding.data<float>(), size_t(d) * sizeof(float));
+  linear_product(*backend, patch_embed, patches.data(), P, e.data() + c0 * d);  // + conv bias when present
   const float* pos = position_embedding.data<float>();
-  for (int64_t i = 0; i < (P + 1) * d; ++i) e[size_t(i)] += pos[i];
-  layer_norm(e.data(), pre_norm_w.data<float>(), pre_norm_b.data<float>(), x, P + 1, d, float(cfg.layer_norm_eps));
+  for (int64_t i = 0; i < T * d; ++i) e[size_t(i)] += pos[i];
+  if (cfg.pre_norm)
+    layer_norm(e.data(), pre_norm_w.data<float>(), pre_norm_b.data<float>(), x, T, d, float(cfg.layer_norm_eps));
+  else
+    std::memcpy(x, e.data(), size_t(T * d) * sizeof(float));
 }
 
 std::vector<float> ClipVisionTower::forward(const float* px, int64_t upto, const ForwardOptions& opt) const {
@@ -277,7 +303,7 @@ std::vector<float> ClipVisionTower::forward(const float* px, int64_t upto, const
   const int64_t T = cfg.num_positions(), d = cfg.hidden_size;
   BlockState st;
   st.T = T;
-  st.x.resize(static_cast<size_t>(T * d));  // [P + 1, d]
+  st.x.resize(static_cast<size_t>(T * d));  // [T, d]
   embed(px, st.x.data());
   BlockCtx ctx;
   ctx.act_quant = opt.act_quant;
@@ -288,6 +314,15 @@ std::vector<float> ClipVisionTower::forward(const float* px, int64_t upto, const
   }
   if (opt.hidden_hook) opt.hidden_hook(upto, st.x.data(), T, d);
   return std::move(st.x);
+}
+
+std::vector<float> ClipVisionTower::forward_output(const float* px, const ForwardOptions& opt) const {
+  LOWBIT_CHECK(post_norm_w.defined(), ShapeError, "vision tower '{}': no post_layernorm, so no last_hidden_state", root);
+  std::vector<float> h = forward(px, cfg.num_layers, opt);
+  const int64_t T = cfg.num_positions(), d = cfg.hidden_size;
+  std::vector<float> y(h.size());
+  layer_norm(h.data(), post_norm_w.data<float>(), post_norm_b.data<float>(), y.data(), T, d, float(cfg.layer_norm_eps));
+  return y;
 }
 
 std::vector<Block*> ClipVisionTower::blocks() {

@@ -1,13 +1,21 @@
-// CLIP ViT vision tower (HF CLIPVisionModel semantics), the image encoder of LLaVA.
+// ViT vision towers of the CLIP family: CLIP (HF CLIPVisionModel, the image encoder of LLaVA)
+// and SigLIP (HF SiglipVisionTransformer and Idefics3/SmolVLM's vision model, which has the
+// same layer and names), one class with switches for where they differ.
 //
 //   patches  p_i = unfold(pixels)[i]  [P, C·p·p], P = (image_size/p)², patch-major, row by row
-//   x_0      = [class_embedding ; p_i · W_patchᵀ] + position_embedding   [P + 1, d]
-//   h_0      = LayerNorm_pre(x_0)                   (hidden_states[0])
+//   CLIP:    x_0 = [class_embedding ; p_i · W_patchᵀ] + position_embedding   [P + 1, d]
+//            h_0 = LayerNorm_pre(x_0)                   (hidden_states[0])
+//   SigLIP:  h_0 = p_i · W_patchᵀ + b_patch + position_embedding             [P, d]
+//            (no class token, no pre-layernorm)
 //   h_k      = ClipLayer_k(h_{k−1}), k = 1..L       (hidden_states[k])
-// The patch-embedding convolution (stride = kernel = p, no bias) is the GEMM of the
-// unfolded patches with the conv weight viewed as [d, C·p·p]. LLaVA takes hidden_states
-// at vision_feature_layer (−2: the output of layer L−1), so the tower runs only as many
-// layers as the selected states need; post_layernorm is kept for towers that use it.
+//   SigLIP's last_hidden_state = post_layernorm(h_L) (forward_output); CLIP's post_layernorm
+//   only normalizes the pooled class token, which LLaVA never reads.
+// The patch-embedding convolution (stride = kernel = p) is the GEMM of the unfolded patches
+// with the conv weight viewed as [d, C·p·p]. LLaVA takes hidden_states at
+// vision_feature_layer (−2: the output of layer L−1), so the tower runs only as many layers
+// as the selected states need. Both use full (unmasked) attention over all positions;
+// Idefics3's position ids equal 0..P−1 when every patch is real (the only case here).
+// The MLP activation comes from hidden_act (quick_gelu for CLIP, gelu_pytorch_tanh for SigLIP).
 //
 // A ClipLayer is a Block (models/block.h), so the quantization driver walks the vision
 // tower like the decoder.
@@ -27,8 +35,14 @@
 
 namespace lowbit {
 
-// vision_config of a CLIP vision tower.
+// vision_config of a CLIP-family vision tower. model_type picks the family and HF's defaults:
+//   clip_vision_model | clip                          CLIP  (class token, pre-layernorm, conv without bias)
+//   siglip_vision_model | idefics3_vision | smolvlm_vision   SigLIP (none of those, conv bias, post-layernorm)
 struct ClipVisionConfig {
+  std::string model_type = "clip_vision_model";
+  bool class_token = true;   // a learned class embedding in front of the patches
+  bool pre_norm = true;      // pre_layrnorm on the embeddings
+  bool patch_bias = false;   // the patch convolution has a bias
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;
   int64_t num_layers = 0;
@@ -44,7 +58,8 @@ struct ClipVisionConfig {
   int64_t head_dim() const { return hidden_size / num_heads; }
   int64_t grid() const { return image_size / patch_size; }          // patches per side
   int64_t num_patches() const { return grid() * grid(); }           // P
-  int64_t num_positions() const { return num_patches() + 1; }       // P + 1 (class token first)
+  int64_t num_positions() const { return num_patches() + (class_token ? 1 : 0); }  // tokens: [CLS +] P
+  bool is_siglip() const { return !class_token; }
   int64_t patch_dim() const { return num_channels * patch_size * patch_size; }  // C·p·p
 };
 
@@ -95,10 +110,10 @@ class ClipVisionTower {
  public:
   ClipVisionConfig cfg;
   std::string root;         // tensor-name prefix of the tower in its file, e.g. "vision_tower."
-  Linear patch_embed;       // conv weight viewed as [d, C·p·p], no bias
-  Tensor class_embedding;   // [d] f32
-  Tensor position_embedding;  // [P + 1, d] f32
-  Tensor pre_norm_w, pre_norm_b;    // [d] f32
+  Linear patch_embed;       // conv weight viewed as [d, C·p·p]; bias [d] f32 for SigLIP
+  Tensor class_embedding;   // [d] f32 (CLIP only)
+  Tensor position_embedding;  // [num_positions, d] f32
+  Tensor pre_norm_w, pre_norm_b;    // [d] f32 (CLIP only)
   Tensor post_norm_w, post_norm_b;  // [d] f32 (undefined when the file has none)
   std::vector<ClipLayer> layers;
   Backend* backend = &default_backend();
@@ -106,11 +121,14 @@ class ClipVisionTower {
   // Loads the tower whose tensors are named `root` + clip_names (checked against cfg).
   static ClipVisionTower from_source(const ClipVisionConfig& cfg, const WeightSource& src, const std::string& root);
 
-  // hidden_states[0] = LayerNorm_pre(embeddings) for one image px [C, S, S] (S = image_size) → x [P + 1, d].
+  // hidden_states[0] for one image px [C, S, S] (S = image_size) → x [T, d], T = num_positions().
   void embed(const float* px, float* x) const;
   // Runs the embeddings and layers 1..upto on one image; opt.hidden_hook sees hidden_states[k]
-  // for k = 0..upto ([P + 1, d] each). Returns hidden_states[upto].
+  // for k = 0..upto ([T, d] each). Returns hidden_states[upto].
   std::vector<float> forward(const float* px, int64_t upto, const ForwardOptions& opt = {}) const;
+  // All L layers, then post_layernorm: HF's last_hidden_state of a SigLIP tower ([T, d]).
+  // ShapeError when the tower has no post_layernorm.
+  std::vector<float> forward_output(const float* px, const ForwardOptions& opt = {}) const;
 
   std::vector<Block*> blocks();
 };
