@@ -2,9 +2,12 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/cli.h"
+#include "core/error.h"
 #include "eval/inspect.h"
 #include "io/files.h"
+#include "models/llava.h"
 #include "models/loader.h"
+#include "quant/checkpoint.h"
 
 namespace lowbit::cli {
 
@@ -12,13 +15,20 @@ void add_inspect(CLI::App& app, Common& common, Runner* run) {
   auto* c = app.add_subcommand("inspect", "show a model's architecture and weight statistics");
   auto model = std::make_shared<std::string>();
   auto out = std::make_shared<std::string>();
+  auto tower = std::make_shared<std::string>();
   c->add_option("model", *model, "Hugging Face model directory")->required();
   c->add_option("--output-json,--output_json", *out, "write the report as JSON");
+  c->add_option("--vision-tower,--vision_tower", *tower,
+                "local CLIP vision tower directory (original LLaVA layout, LlavaLlamaForCausalLM)");
   c->add_option("--threads", common.threads, "CPU threads (0: all cores)")->check(CLI::Range(0, 4096));
-  *run = [model, out, &common]() {
+  *run = [model, out, tower, &common]() {
     apply_common(common);
-    LlamaModel m = load_model(*model);
-    nlohmann::json r = inspect_model(m);
+    if (!out->empty()) check_output_file(*out, "--output-json");
+    const bool vlm = !is_quantized_checkpoint(*model) && is_vlm_dir(*model);
+    LOWBIT_CHECK(vlm || tower->empty(), ArgError,
+                 "--vision-tower is only for the original LLaVA layout (LlavaLlamaForCausalLM); {} is not one", *model);
+    // A VLM shows its towers (vision encoder, projector, decoder), each linear with its statistics.
+    nlohmann::json r = vlm ? inspect_llava(LlavaModel::load(*model, *tower)) : inspect_model(load_model(*model));
     std::fputs(format_inspect(r).c_str(), stdout);
     if (!out->empty()) write_file_atomic(*out, r.dump(2) + "\n");
     return 0;

@@ -21,6 +21,12 @@ struct GenOptions {
 std::vector<int32_t> generate(LlamaModel& model, const std::vector<int32_t>& prompt, const GenOptions& opt,
                               const std::function<void(int32_t)>& on_token = {});
 
+// The same from an embedded prompt x [T, d] (a VLM's token embeddings with the image features
+// written in; models/llava.h). Runs the model's generic path (forward_embeds with the KV cache)
+// on whatever backend the model uses; never the device-resident CUDA runner, which takes ids.
+std::vector<int32_t> generate_from_embeds(LlamaModel& model, const std::vector<float>& x, int64_t T,
+                                          const GenOptions& opt, const std::function<void(int32_t)>& on_token = {});
+
 // Picks the next token from logits [V] (exposed for tests).
 int32_t sample_token(const float* logits, int64_t V, double temperature, double top_p, uint64_t* rng_state);
 

@@ -101,6 +101,52 @@ LlavaConfig LlavaConfig::from_json(const json& j, const std::string& path) {
   }
 }
 
+LlavaConfig LlavaConfig::from_original_json(const json& j, const std::string& path, const ClipVisionConfig& vision) {
+  try {
+    LOWBIT_CHECK(j.is_object(), ConfigError, "{}: config must be a JSON object", path);
+    LlavaConfig c;
+    c.original_layout = true;
+    c.architecture = "LlavaLlamaForCausalLM";
+    c.mm_vision_tower = j.value("mm_vision_tower", std::string());
+    // The decoder's keys are at the top level (a LlamaConfig with mm_* keys added).
+    json text = j;
+    text.erase("architectures");
+    text["model_type"] = "llama";
+    c.text = LlamaConfig::from_json(text, path);
+    c.vision = vision;
+    c.image_token_index = kOriginalImageTokenIndex;
+    const std::string ptype = j.value("mm_projector_type", std::string("linear"));  // LLaVA's default
+    LOWBIT_CHECK(ptype == "mlp2x_gelu", ConfigError,
+                 "{}: unsupported mm_projector_type '{}' (supported: mlp2x_gelu, LLaVA-1.5's projector)", path, ptype);
+    c.projector_act = Activation::gelu;
+    c.projector_bias = true;
+    if (j.contains("mm_hidden_size")) {
+      LOWBIT_CHECK(j["mm_hidden_size"].is_number_integer() && j["mm_hidden_size"].get<int64_t>() == vision.hidden_size,
+                   ConfigError, "{}: mm_hidden_size {} does not match the vision tower's hidden_size {}", path,
+                   json_excerpt(j["mm_hidden_size"]), vision.hidden_size);
+    }
+    const json layer = j.contains("mm_vision_select_layer") ? j["mm_vision_select_layer"] : json(-2);
+    LOWBIT_CHECK(layer.is_number_integer(), ConfigError, "{}: 'mm_vision_select_layer' must be an integer, got {}",
+                 path, json_excerpt(layer));
+    c.vision_feature_layers = {layer.get<int64_t>()};
+    const std::string feature = j.value("mm_vision_select_feature", std::string("patch"));
+    LOWBIT_CHECK(feature == "patch" || feature == "cls_patch", ConfigError,
+                 "{}: unsupported mm_vision_select_feature '{}' (supported: patch, cls_patch)", path, feature);
+    c.keep_cls = feature == "cls_patch";
+    LOWBIT_CHECK(!j.value("mm_use_im_start_end", false), ConfigError,
+                 "{}: mm_use_im_start_end true (image start/end tokens) is not supported", path);
+    const json ar = j.contains("image_aspect_ratio") && !j["image_aspect_ratio"].is_null() ? j["image_aspect_ratio"]
+                                                                                           : json("square");
+    LOWBIT_CHECK(ar.is_string() && (ar == "pad" || ar == "square"), ConfigError,
+                 "{}: unsupported image_aspect_ratio {} (supported: pad, square)", path, json_excerpt(ar));
+    c.pad_to_square = ar == "pad";
+    c.feature_states();
+    return c;
+  } catch (const json::exception& e) {
+    throw ConfigError(fmt::format("{}: {}", path, e.what()));
+  }
+}
+
 LlavaConfig LlavaConfig::load(const std::string& dir) {
   const std::string path = (std::filesystem::path(dir) / "config.json").string();
   LOWBIT_CHECK(std::filesystem::is_directory(dir), IoError, "model directory '{}' does not exist", dir);
@@ -120,14 +166,42 @@ std::vector<int64_t> LlavaConfig::feature_states() const {
   return k;
 }
 
-bool is_llava_dir(const std::string& dir) {
+namespace {
+
+std::string first_architecture(const json& j) {
+  if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() &&
+      j["architectures"][0].is_string())
+    return j["architectures"][0].get<std::string>();
+  return {};
+}
+
+// config.json of dir, or null when there is none.
+json read_config_or_null(const std::string& dir) {
   const std::string path = (std::filesystem::path(dir) / "config.json").string();
-  if (!std::ifstream(path).good()) return false;
-  const json j = parse_json(read_text_file(path), path);
+  if (!std::ifstream(path).good()) return json();
+  return parse_json(read_text_file(path), path);
+}
+
+bool original_config(const json& j) {
+  const std::string arch = first_architecture(j);
+  if (arch == "LlavaLlamaForCausalLM") return true;
+  return arch.empty() && j.value("model_type", std::string()) == "llava" && j.contains("mm_vision_tower") &&
+         !j.contains("text_config");
+}
+
+}  // namespace
+
+bool is_llava_dir(const std::string& dir) {
+  const json j = read_config_or_null(dir);
   if (!j.is_object()) return false;
   if (j.value("model_type", std::string()) == "llava") return true;
-  return j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() &&
-         j["architectures"][0] == "LlavaForConditionalGeneration";
+  const std::string arch = first_architecture(j);
+  return arch == "LlavaForConditionalGeneration" || arch == "LlavaLlamaForCausalLM";
+}
+
+bool is_llava_original_dir(const std::string& dir) {
+  const json j = read_config_or_null(dir);
+  return j.is_object() && original_config(j);
 }
 
 // ---- projector ----------------------------------------------------------------------------------
@@ -167,10 +241,112 @@ void LlavaProjector::advance(int g, BlockState& st, const BlockCtx& ctx) const {
 
 // ---- loading --------------------------------------------------------------------------------------
 
-LlavaModel LlavaModel::load(const std::string& dir) {
+namespace {
+
+bool has_processor_config(const std::string& dir) {
+  const std::filesystem::path d(dir);
+  return std::ifstream(d / "preprocessor_config.json").good() || std::ifstream(d / "processor_config.json").good();
+}
+
+// A CLIPVisionModel (vision config at the top level) or CLIPModel (under vision_config) directory.
+ClipVisionConfig load_clip_vision_config(const std::string& tower_dir) {
+  const std::string path = (std::filesystem::path(tower_dir) / "config.json").string();
+  LOWBIT_CHECK(std::filesystem::is_directory(tower_dir), IoError, "--vision-tower: directory '{}' does not exist",
+               tower_dir);
+  LOWBIT_CHECK(std::ifstream(path).good(), IoError, "--vision-tower: cannot open {}", path);
+  const json j = parse_json(read_text_file(path), path);
+  LOWBIT_CHECK(j.is_object(), ConfigError, "{}: config must be a JSON object", path);
+  const std::string type = j.value("model_type", std::string());
+  if (type == "clip" || (j.contains("vision_config") && j["vision_config"].is_object())) {
+    LOWBIT_CHECK(j.contains("vision_config") && j["vision_config"].is_object(), ConfigError,
+                 "{}: a CLIPModel config needs an object 'vision_config'", path);
+    return ClipVisionConfig::from_json(j["vision_config"], path);
+  }
+  LOWBIT_CHECK(type == "clip_vision_model" || first_architecture(j) == "CLIPVisionModel", ConfigError,
+               "{}: not a CLIP vision model (model_type '{}'; expected clip_vision_model or clip)", path, type);
+  return ClipVisionConfig::from_json(j, path);
+}
+
+void check_processor_fits(const ClipProcessorConfig& p, const ClipVisionConfig& v, const std::string& dir) {
+  LOWBIT_CHECK(p.do_center_crop && p.crop_height == v.image_size && p.crop_width == v.image_size, ConfigError,
+               "{}: the image processor's crop {}x{} does not give the vision tower's {}x{} input", dir,
+               p.do_center_crop ? p.crop_width : 0, p.do_center_crop ? p.crop_height : 0, v.image_size,
+               v.image_size);
+}
+
+LlavaModel load_original(const std::string& dir, const std::string& tower_dir) {
+  const std::string path = (std::filesystem::path(dir) / "config.json").string();
+  const json j = parse_json(read_text_file(path), path);
+  LOWBIT_CHECK(!tower_dir.empty(), ArgError,
+               "{}: the original LLaVA layout (LlavaLlamaForCausalLM) keeps its CLIP vision tower outside the "
+               "checkpoint (mm_vision_tower '{}'); pass --vision-tower DIR, a local CLIPVisionModel directory "
+               "(config.json, model.safetensors, preprocessor_config.json)",
+               path, j.value("mm_vision_tower", std::string()));
+  const ClipVisionConfig vcfg = load_clip_vision_config(tower_dir);
+  LlavaModel m;
+  m.cfg = LlavaConfig::from_original_json(j, path, vcfg);
+  m.dir = dir;
+  m.vision_dir = tower_dir;
+  const WeightStore store = WeightStore::open_dir(dir);
+  const WeightStore vstore = WeightStore::open_dir(tower_dir);
+  PackedSource none;
+  TensorSource vget = [&vstore](const std::string& n) { return vstore.has(n) ? vstore.get(n) : Tensor(); };
+  const std::string vroot = llava_names::kClipVisionModelRoot;
+  LOWBIT_CHECK(vstore.has(vroot + clip_names::kClassEmbedding), ShapeError, "{}: no CLIP vision tower found (looked for '{}{}')",
+               vstore.source(), vroot, clip_names::kClassEmbedding);
+  m.vision = ClipVisionTower::from_source(vcfg, WeightSource{vget, none, vstore.source()}, vroot);
+
+  TensorSource get = [&store](const std::string& n) { return store.has(n) ? store.get(n) : Tensor(); };
+  const std::string proot = llava_names::kOriginalProjectorRoot;
+  LOWBIT_CHECK(store.has(proot + llava_names::kOriginalLinear1 + ".weight"), ShapeError,
+               "{}: no projector found (looked for '{}{}.weight')", store.source(), proot, llava_names::kOriginalLinear1);
+  LlavaProjector& p = m.projector;
+  p.d_in = vcfg.hidden_size;
+  p.d = m.cfg.text.hidden_size;
+  p.act = m.cfg.projector_act;
+  p.linear_1 = load_linear(WeightSource{get, none, store.source()}, proot + llava_names::kOriginalLinear1, p.d, p.d_in, true);
+  p.linear_2 = load_linear(WeightSource{get, none, store.source()}, proot + llava_names::kOriginalLinear2, p.d, p.d, true);
+  m.language = LlamaModel::from_source(m.cfg.text, get, {}, store.source() + " (language model)", dir);
+
+  LOWBIT_CHECK(has_processor_config(tower_dir), IoError,
+               "--vision-tower: {} has no preprocessor_config.json (the CLIP image processor's settings)", tower_dir);
+  ClipProcessorConfig pc = ClipProcessorConfig::load(tower_dir);
+  pc.flavor = ProcessorFlavor::Slow;  // original LLaVA preprocesses with PIL
+  check_processor_fits(pc, vcfg, tower_dir);
+  m.processor = pc;
+  return m;
+}
+
+}  // namespace
+
+LlavaModel LlavaModel::load(const std::string& dir, const std::string& vision_tower_dir) {
+  if (is_llava_original_dir(dir)) return load_original(dir, vision_tower_dir);
   LlavaConfig cfg = LlavaConfig::load(dir);
+  LOWBIT_CHECK(vision_tower_dir.empty(), ArgError,
+               "--vision-tower is only for the original LLaVA layout (LlavaLlamaForCausalLM); {} ({}) has its "
+               "vision tower inside",
+               dir, cfg.architecture);
   WeightStore st = WeightStore::open_dir(dir);
-  return from_store(cfg, st, dir);
+  LlavaModel m = from_store(cfg, st, dir);
+  if (has_processor_config(dir)) {
+    ClipProcessorConfig pc = ClipProcessorConfig::load(dir);  // Fast: transformers' default
+    check_processor_fits(pc, cfg.vision, dir);
+    m.processor = pc;
+  }
+  return m;
+}
+
+LlamaModel LlavaModel::load_language(const std::string& dir) {
+  if (!is_llava_original_dir(dir)) return load(dir).language;
+  const std::string path = (std::filesystem::path(dir) / "config.json").string();
+  json text = parse_json(read_text_file(path), path);
+  LOWBIT_CHECK(text.is_object(), ConfigError, "{}: config must be a JSON object", path);
+  text.erase("architectures");
+  text["model_type"] = "llama";
+  const LlamaConfig cfg = LlamaConfig::from_json(text, path);
+  const WeightStore store = WeightStore::open_dir(dir);
+  TensorSource get = [&store](const std::string& n) { return store.has(n) ? store.get(n) : Tensor(); };
+  return LlamaModel::from_source(cfg, get, {}, store.source() + " (language model)", dir);
 }
 
 LlavaModel LlavaModel::from_store(const LlavaConfig& cfg, const WeightStore& store, const std::string& dir) {
@@ -293,6 +469,64 @@ Tensor LlavaModel::forward(const int32_t* ids, int64_t T, const Tensor& pixel_va
   std::vector<float> x(static_cast<size_t>(T * cfg.text.hidden_size));  // [T, d]
   embed_multimodal(ids, T, feat, x.data());
   return language.forward_embeds(x.data(), T, cache, opt);
+}
+
+Tensor LlavaModel::pixel_values(const std::vector<Image>& images) const {
+  LOWBIT_CHECK(processor.has_value(), IoError,
+               "{}: no preprocessor_config.json or processor_config.json (the image processor's settings)",
+               vision_dir.empty() ? dir : vision_dir);
+  const ClipVisionConfig& vc = cfg.vision;
+  const int64_t n = int64_t(images.size()), img = vc.num_channels * vc.image_size * vc.image_size;
+  Tensor out = Tensor::zeros({n, vc.num_channels, vc.image_size, vc.image_size});
+  for (int64_t i = 0; i < n; ++i) {
+    const Tensor px = cfg.pad_to_square
+                          ? clip_preprocess(expand_to_square(images[size_t(i)], llava_pad_color(processor->image_mean)),
+                                            *processor)
+                          : clip_preprocess(images[size_t(i)], *processor);
+    LOWBIT_CHECK(px.numel() == img, ShapeError, "image processor gave {} values per image; the vision tower takes {}",
+                 px.numel(), img);
+    std::memcpy(out.data<float>() + i * img, px.data<float>(), size_t(img) * sizeof(float));
+  }
+  return out;
+}
+
+std::vector<int32_t> LlavaModel::prompt_ids(const Tokenizer& tok, const std::string& text, int64_t n_images) const {
+  static const std::string kImage = "<image>";
+  const int64_t F = cfg.features_per_image();
+  std::vector<std::string> pieces;  // text split at each <image>
+  for (size_t at = 0;;) {
+    const size_t p = text.find(kImage, at);
+    pieces.push_back(text.substr(at, p == std::string::npos ? std::string::npos : p - at));
+    if (p == std::string::npos) break;
+    at = p + kImage.size();
+  }
+  const int64_t n_placeholders = int64_t(pieces.size()) - 1;
+  LOWBIT_CHECK(n_placeholders == n_images, ArgError,
+               "the prompt has {} <image> placeholder(s) but {} image(s) were given", n_placeholders, n_images);
+  std::vector<int32_t> ids;
+  if (tok.bos_id() >= 0 && tok.add_bos()) ids.push_back(tok.bos_id());
+  if (cfg.original_layout) {
+    // tokenizer_image_token: each piece on its own, the image's tokens between them.
+    for (size_t k = 0; k < pieces.size(); ++k) {
+      if (k > 0) ids.insert(ids.end(), size_t(F), cfg.image_token_index);
+      const std::vector<int32_t> e = tok.encode(pieces[k]);
+      ids.insert(ids.end(), e.begin(), e.end());
+    }
+    return ids;
+  }
+  // LlavaProcessor: each "<image>" repeated F times in the text, then the text encoded.
+  std::string expanded = pieces[0];
+  for (size_t k = 1; k < pieces.size(); ++k) {
+    for (int64_t f = 0; f < F; ++f) expanded += kImage;
+    expanded += pieces[k];
+  }
+  const std::vector<int32_t> e = tok.encode(expanded);
+  ids.insert(ids.end(), e.begin(), e.end());
+  const int64_t got = std::count(ids.begin(), ids.end(), cfg.image_token_index);
+  LOWBIT_CHECK(got == n_images * F, ConfigError,
+               "{}: the tokenizer does not encode <image> as the image token {} ({} image tokens for {} image(s) x {})",
+               dir, cfg.image_token_index, got, n_images, F);
+  return ids;
 }
 
 std::vector<Block*> LlavaModel::blocks() {

@@ -13,22 +13,46 @@
 // goes straight to language.forward.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "io/image.h"
 #include "io/safetensors.h"
+#include "io/tokenizer.h"
 #include "models/block.h"
 #include "models/clip.h"
 #include "models/config.h"
 #include "models/llama.h"
 #include "nn/activation.h"
+#include "vision/clip_processor.h"
 
 namespace lowbit {
 
+// The original LLaVA repository's layout (liuhaotian/llava-v1.5-*: LlavaLlamaForCausalLM) holds
+// the same model under other names and keys:
+//   model.embed_tokens / model.layers.* / model.norm / lm_head   the LLaMA decoder, under LLaMA's own names
+//   model.mm_projector.0 / .2                                     the projector (mm_projector_type mlp2x_gelu)
+//   config: LLaMA keys at the top level; mm_vision_tower (a hub name, e.g.
+//   openai/clip-vit-large-patch14-336: the CLIP tower is not in the checkpoint), mm_hidden_size,
+//   mm_vision_select_layer (= vision_feature_layer), mm_vision_select_feature (patch = strategy
+//   default, cls_patch = full), image_aspect_ratio (pad: expand_to_square with the mean colour
+//   before the CLIP steps), mm_use_im_start_end (must be false).
+// The CLIP tower comes from a local directory in HF CLIPVisionModel (or CLIPModel) layout:
+// config.json, safetensors with vision_model.*, preprocessor_config.json; its processor runs in
+// the Slow flavour (original LLaVA preprocesses with PIL). Prompts are tokenized as LLaVA's
+// tokenizer_image_token does: the text split at each `<image>`, each piece encoded on its own (BOS
+// only before the first), joined by the image's tokens. Those tokens carry the id
+// kOriginalImageTokenIndex (LLaVA's IMAGE_TOKEN_INDEX, outside the vocabulary; never embedded).
+inline constexpr int32_t kOriginalImageTokenIndex = -200;
+
 struct LlavaConfig {
-  std::string architecture;  // LlavaForConditionalGeneration
+  std::string architecture;  // LlavaForConditionalGeneration | LlavaLlamaForCausalLM (original layout)
+  bool original_layout = false;
+  std::string mm_vision_tower;  // original layout: the tower the checkpoint was trained with (a name)
+  bool pad_to_square = false;   // original layout: image_aspect_ratio pad
   LlamaConfig text;           // text_config (HF LlamaConfig defaults filled in for absent keys)
   ClipVisionConfig vision;    // vision_config
   int32_t image_token_index = 32000;
@@ -40,14 +64,21 @@ struct LlavaConfig {
   bool keep_cls = false;  // vision_feature_select_strategy: default (drop CLS) | full (keep it)
 
   static LlavaConfig from_json(const nlohmann::json& j, const std::string& path);
+  // Original layout: the checkpoint's config.json and the vision tower's vision config.
+  static LlavaConfig from_original_json(const nlohmann::json& j, const std::string& path,
+                                        const ClipVisionConfig& vision);
   static LlavaConfig load(const std::string& model_dir);
   // hidden_states index k ∈ [0, L] of each selected layer.
   std::vector<int64_t> feature_states() const;
   int64_t features_per_image() const { return vision.num_patches() + (keep_cls ? 1 : 0); }
 };
 
-// True when `model_dir`'s config.json names a LLaVA model (architecture or model_type "llava").
+// True when `model_dir`'s config.json names a LLaVA model (architecture or model_type "llava"),
+// in either layout.
 bool is_llava_dir(const std::string& model_dir);
+// True for the original layout (architecture LlavaLlamaForCausalLM, or model_type llava with
+// mm_vision_tower and no text_config).
+bool is_llava_original_dir(const std::string& model_dir);
 
 // linear_2(act(linear_1(v))) as a block: groups {linear_1} → {linear_2}. Boundaries:
 // 0 {x = v [T, d_in]}, 1 {x = v, a = act(linear_1(v)) [T, d]}, 2 {x = feat [T, d]}.
@@ -82,9 +113,27 @@ class LlavaModel {
   LlavaProjector projector;
   LlamaModel language;
   std::string dir;
+  std::string vision_dir;  // original layout: the --vision-tower directory
+  // The image processor (Fast flavour for the HF layout, Slow + pad for the original one);
+  // unset when the directory has no processor config (pixel_values() then fails).
+  std::optional<ClipProcessorConfig> processor;
 
-  static LlavaModel load(const std::string& dir);
+  // Either layout. The original layout needs `vision_tower_dir` (ArgError naming --vision-tower
+  // when it is empty); the HF layout refuses one (ArgError: it would be ignored).
+  static LlavaModel load(const std::string& dir, const std::string& vision_tower_dir = "");
   static LlavaModel from_store(const LlavaConfig& cfg, const WeightStore& store, const std::string& dir);
+  // The language model alone (either layout; no vision tower needed): eval ppl on text.
+  static LlamaModel load_language(const std::string& dir);
+
+  // pixel_values [n, C, S, S] f32 of decoded images through the processor (pad first for the
+  // original layout's image_aspect_ratio pad).
+  Tensor pixel_values(const std::vector<Image>& images) const;
+  // The prompt's ids with each `<image>` of `text` expanded to features_per_image() image tokens,
+  // exactly as the HF processor (HF layout: the placeholder repeated in the text, then encoded)
+  // or LLaVA's tokenizer_image_token (original layout) does; BOS first when the tokenizer adds
+  // one. ArgError when the placeholders are not n_images; ConfigError when the tokenizer does
+  // not encode `<image>` as the image token.
+  std::vector<int32_t> prompt_ids(const Tokenizer& tok, const std::string& text, int64_t n_images) const;
 
   // Projector output for pixel_values [n_images, C, S, S] (any float dtype; S = image_size):
   // [n_images · F, d] f32 (ShapeError naming the tensor when the shape is not that).

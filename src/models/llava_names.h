@@ -25,4 +25,12 @@ struct LanguageRoots {
 inline constexpr LanguageRoots kLanguageRoots[] = {{"language_model.model.", "language_model."},
                                                    {"model.language_model.", ""}};
 
+// Original LLaVA layout (LlavaLlamaForCausalLM): the projector is an nn.Sequential
+// (Linear, GELU, Linear) at model.mm_projector; the decoder has LLaMA's own names; the CLIP tower
+// lives in its own CLIPVisionModel/CLIPModel directory under vision_model.*.
+inline constexpr const char* kOriginalProjectorRoot = "model.mm_projector.";
+inline constexpr const char* kOriginalLinear1 = "0";
+inline constexpr const char* kOriginalLinear2 = "2";
+inline constexpr const char* kClipVisionModelRoot = "vision_model.";
+
 }  // namespace lowbit::llava_names

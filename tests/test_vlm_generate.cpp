@@ -1,0 +1,406 @@
+// Vision-language generation (issue 9): conversation templates, the prompt's image-token
+// expansion against the HF golden input_ids, the original LLaVA checkpoint layout (written here
+// from tiny-llava-1.5: there is no such asset in ../shared) against the HF layout, and the CLI
+// (`generate --image`, `eval ppl` / `inspect` on a VLM directory, one-line errors).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "io/image.h"
+#include "io/safetensors.h"
+#include "io/tokenizer.h"
+#include "models/llava.h"
+#include "models/loader.h"
+#include "models/templates.h"
+#include "testing.h"
+#include "vision/clip_processor.h"
+
+using namespace lowbit;
+using lowbit::test::read_file;
+using lowbit::test::run_lowbit;
+using lowbit::test::temp_dir;
+using lowbit::test::write_file;
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+const char* kVicunaSystem =
+    "A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, detailed, "
+    "and polite answers to the human's questions.";
+
+std::vector<int32_t> golden_ids(const SafetensorsFile& g) {
+  Tensor t = g.get("input_ids");
+  return std::vector<int32_t>(t.data<int32_t>(), t.data<int32_t>() + t.numel());
+}
+
+// One error line "lowbit: error: ..." naming `needle`, exit code `code`.
+void expect_error(const lowbit::test::RunResult& r, const std::string& needle, int code) {
+  EXPECT_EQ(r.exit_code, code) << r.out;
+  auto pos = r.out.find("lowbit: error: ");
+  ASSERT_NE(pos, std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("lowbit: error: ", pos + 1), std::string::npos) << "one error line only: " << r.out;
+  const std::string line = r.out.substr(pos);
+  EXPECT_EQ(line.find('\n'), line.size() - 1) << "error must be one line: " << r.out;
+  EXPECT_NE(line.find(needle), std::string::npos) << "error should mention '" << needle << "': " << r.out;
+}
+
+// The original LLaVA layout of tiny-llava-1.5, written the way liuhaotian/llava-v1.5-* are laid
+// out: <root>/llava (LlavaLlamaForCausalLM config with the LLaMA keys at the top level and the
+// mm_* keys; model.embed_tokens, model.layers.*, model.norm, lm_head, model.mm_projector.0/2;
+// the tokenizer) and <root>/clip (a CLIPVisionModel directory: vision_model.*, its config,
+// preprocessor_config.json).
+struct OriginalLayout {
+  std::string llava, clip;
+};
+OriginalLayout write_original_layout(const std::string& hf_dir, const std::string& root,
+                                     const std::string& aspect = "pad") {
+  OriginalLayout o{root + "/llava", root + "/clip"};
+  fs::create_directories(o.llava);
+  fs::create_directories(o.clip);
+  const WeightStore store = WeightStore::open_dir(hf_dir);
+  std::vector<std::pair<std::string, Tensor>> lm, clip;
+  auto strip = [](const std::string& n, const std::string& p) { return n.rfind(p, 0) == 0 ? n.substr(p.size()) : ""; };
+  for (const std::string& n : store.names()) {
+    if (auto r = strip(n, "language_model.model."); !r.empty()) lm.emplace_back("model." + r, store.get(n));
+    else if (auto r2 = strip(n, "language_model.lm_head."); !r2.empty()) lm.emplace_back("lm_head." + r2, store.get(n));
+    else if (auto r3 = strip(n, "multi_modal_projector.linear_1."); !r3.empty())
+      lm.emplace_back("model.mm_projector.0." + r3, store.get(n));
+    else if (auto r4 = strip(n, "multi_modal_projector.linear_2."); !r4.empty())
+      lm.emplace_back("model.mm_projector.2." + r4, store.get(n));
+    else if (auto r5 = strip(n, "vision_tower."); !r5.empty()) clip.emplace_back("vision_model." + r5, store.get(n));
+    else ADD_FAILURE() << "unexpected tensor " << n;
+  }
+  save_safetensors(o.llava + "/model.safetensors", lm);
+  save_safetensors(o.clip + "/model.safetensors", clip);
+
+  const json hf = json::parse(read_file(hf_dir + "/config.json"));
+  json cfg = hf["text_config"];
+  cfg["architectures"] = {"LlavaLlamaForCausalLM"};
+  cfg["model_type"] = "llava";
+  cfg["torch_dtype"] = "float16";
+  cfg["mm_vision_tower"] = "openai/clip-vit-large-patch14-336";
+  cfg["mm_hidden_size"] = hf["vision_config"]["hidden_size"];
+  cfg["mm_projector_type"] = "mlp2x_gelu";
+  cfg["mm_vision_select_layer"] = hf["vision_feature_layer"];
+  cfg["mm_vision_select_feature"] = "patch";
+  cfg["mm_use_im_start_end"] = false;
+  cfg["mm_use_im_patch_token"] = false;
+  cfg["image_aspect_ratio"] = aspect;
+  cfg["use_mm_proj"] = true;
+  write_file(o.llava + "/config.json", cfg.dump(2));
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json", "generation_config.json"})
+    if (fs::exists(hf_dir + "/" + f)) fs::copy_file(hf_dir + "/" + f, o.llava + "/" + f);
+
+  json vc = hf["vision_config"];
+  vc["architectures"] = {"CLIPVisionModel"};
+  vc["model_type"] = "clip_vision_model";
+  write_file(o.clip + "/config.json", vc.dump(2));
+  const json proc = json::parse(read_file(hf_dir + "/processor_config.json"));
+  write_file(o.clip + "/preprocessor_config.json", proc["image_processor"].dump(2));
+  return o;
+}
+
+// PNG's chunk CRC (ISO 3309 / zlib crc32).
+uint32_t crc32(const std::string& bytes) {
+  uint32_t c = 0xFFFFFFFFu;
+  for (unsigned char b : bytes) {
+    c ^= b;
+    for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
+  }
+  return c ^ 0xFFFFFFFFu;
+}
+
+}  // namespace
+
+// ---- templates ------------------------------------------------------------------------------------
+
+TEST(VlmTemplates, RenderExactly) {
+  // tiny-llava-1.5/chat_template.jinja for one user turn [image, text] (and the golden's prompt).
+  EXPECT_EQ(render_prompt("llava-1.5", "What is unusual about this image?", 1),
+            "USER: <image>\nWhat is unusual about this image? ASSISTANT:");
+  EXPECT_EQ(render_prompt("llava-1.5", "Compare.", 2), "USER: <image>\n<image>\nCompare. ASSISTANT:");
+  EXPECT_EQ(render_prompt("llava-1.5", "Hi", 0), "USER: Hi ASSISTANT:");
+  EXPECT_EQ(render_prompt("vicuna_v1", "Describe.", 1),
+            std::string(kVicunaSystem) + " USER: <image>\nDescribe. ASSISTANT:");
+  // Placeholders the user wrote stay where they are.
+  EXPECT_EQ(render_prompt("llava-1.5", "Left <image> right <image>?", 2),
+            "USER: Left <image> right <image>? ASSISTANT:");
+  EXPECT_EQ(render_prompt("raw", "x <image> y", 1), "x <image> y");
+  // Placeholder and image counts must agree.
+  EXPECT_THROW(render_prompt("raw", "no placeholder", 1), ArgError);
+  EXPECT_THROW(render_prompt("raw", "<image><image>", 1), ArgError);
+  EXPECT_THROW(render_prompt("llava-1.5", "<image> one", 2), ArgError);
+  EXPECT_THROW(render_prompt("vicuna_v1", "<image>", 0), ArgError);
+  try {
+    find_chat_template("chatml");
+    FAIL() << "expected ArgError";
+  } catch (const ArgError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("chatml"), std::string::npos) << m;
+    EXPECT_NE(m.find("raw, llava-1.5, vicuna_v1"), std::string::npos) << m;
+  }
+}
+
+TEST(VlmTemplates, AutoFromModelFiles) {
+  LOWBIT_REQUIRE_SHARED(llava, "models/tiny-llava-1.5");
+  EXPECT_EQ(auto_template_name(llava), "llava-1.5");
+  EXPECT_EQ(resolve_template("auto", llava), "llava-1.5");
+  EXPECT_EQ(resolve_template("raw", llava), "raw");
+  const std::string d = temp_dir("vlm_auto");
+  // A LLaVA directory whose chat template is something else: an error, not a guess.
+  fs::create_directories(d + "/other");
+  fs::copy_file(llava + "/config.json", d + "/other/config.json");
+  write_file(d + "/other/chat_template.jinja", "{% for m in messages %}<|im_start|>{{ m['role'] }}{% endfor %}");
+  EXPECT_THROW(auto_template_name(d + "/other"), ConfigError);
+  // The original layout → vicuna_v1; a text-only model → raw.
+  fs::create_directories(d + "/orig");
+  write_file(d + "/orig/config.json", R"({"architectures": ["LlavaLlamaForCausalLM"], "model_type": "llava"})");
+  EXPECT_EQ(auto_template_name(d + "/orig"), "vicuna_v1");
+  fs::create_directories(d + "/text");
+  write_file(d + "/text/config.json", R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama"})");
+  EXPECT_EQ(auto_template_name(d + "/text"), "raw");
+}
+
+// ---- prompt ids against the golden -------------------------------------------------------------
+
+// The golden's prompt through the llava-1.5 template and lowbit's expansion gives exactly the
+// golden input_ids (BOS, 576 image tokens 32001, the text around them).
+TEST(VlmPrompt, ExpansionEqualsGoldenInputIds) {
+  LOWBIT_REQUIRE_SHARED(dir, "models/tiny-llava-1.5");
+  LOWBIT_REQUIRE_SHARED(golden, "golden/tiny-llava-1.5_forward.safetensors");
+  auto g = SafetensorsFile::open(golden);
+  const std::string what = g->header().metadata.at("what");  // "HF LlavaForConditionalGeneration; prompt <P>"
+  const std::string key = "; prompt ";
+  ASSERT_NE(what.find(key), std::string::npos) << what;
+  const std::string golden_prompt = what.substr(what.find(key) + key.size());
+  const std::string text = render_prompt("llava-1.5", "What is unusual about this image?", 1);
+  EXPECT_EQ(text, golden_prompt);
+  LlavaModel m = LlavaModel::load(dir);
+  auto tok = load_tokenizer(dir);
+  const std::vector<int32_t> ids = m.prompt_ids(*tok, text, 1);
+  EXPECT_EQ(ids, golden_ids(*g));
+  EXPECT_THROW(m.prompt_ids(*tok, text, 2), ArgError);
+}
+
+// ---- the original LLaVA layout -----------------------------------------------------------------
+
+TEST(LlavaOriginal, SameLogitsAsHfLayout) {
+  LOWBIT_REQUIRE_SHARED(hf_dir, "models/tiny-llava-1.5");
+  LOWBIT_REQUIRE_SHARED(golden, "golden/tiny-llava-1.5_forward.safetensors");
+  const OriginalLayout o = write_original_layout(hf_dir, temp_dir("llava_orig"));
+  EXPECT_TRUE(is_llava_dir(o.llava));
+  EXPECT_TRUE(is_llava_original_dir(o.llava));
+  EXPECT_FALSE(is_llava_original_dir(hf_dir));
+
+  // Without the tower: a usage error saying what is missing and how to pass it.
+  try {
+    LlavaModel::load(o.llava);
+    FAIL() << "expected ArgError";
+  } catch (const ArgError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("--vision-tower"), std::string::npos) << m;
+    EXPECT_NE(m.find("openai/clip-vit-large-patch14-336"), std::string::npos) << m;
+  }
+  EXPECT_THROW(LlavaModel::load(hf_dir, o.clip), ArgError);  // a tower the HF layout would ignore
+
+  LlavaModel hf = LlavaModel::load(hf_dir);
+  LlavaModel orig = LlavaModel::load(o.llava, o.clip);
+  EXPECT_TRUE(orig.cfg.original_layout);
+  EXPECT_TRUE(orig.cfg.pad_to_square);
+  EXPECT_EQ(orig.cfg.features_per_image(), hf.cfg.features_per_image());
+  EXPECT_EQ(orig.cfg.image_token_index, kOriginalImageTokenIndex);
+
+  // The same prompt: LLaVA's tokenizer_image_token gives the golden ids with -200 for the image.
+  auto g = SafetensorsFile::open(golden);
+  const std::vector<int32_t> hf_ids = golden_ids(*g);
+  std::vector<int32_t> orig_ids = hf_ids;
+  std::replace(orig_ids.begin(), orig_ids.end(), hf.cfg.image_token_index, kOriginalImageTokenIndex);
+  auto tok = load_tokenizer(o.llava);
+  EXPECT_EQ(orig.prompt_ids(*tok, "USER: <image>\nWhat is unusual about this image? ASSISTANT:", 1), orig_ids);
+
+  // Same pixel_values → the same logits, bit for bit (same weights, same arithmetic).
+  const Tensor px = g->get("pixel_values");
+  const int64_t T = int64_t(hf_ids.size());
+  const Tensor a = hf.forward(hf_ids.data(), T, px);
+  const Tensor b = orig.forward(orig_ids.data(), T, px);
+  ASSERT_EQ(a.shape(), b.shape());
+  EXPECT_EQ(std::memcmp(a.raw(), b.raw(), a.nbytes()), 0) << "max |diff| "
+                                                          << lowbit::test::normalized_error(b.to_vector(), a.to_vector());
+  // Names stay those of the file (what quantization and its checkpoints will use).
+  EXPECT_EQ(orig.projector.linear_1.name, "model.mm_projector.0");
+  EXPECT_EQ(orig.vision.layers[0].q_proj.name, "vision_model.encoder.layers.0.self_attn.q_proj");
+
+  // The language model alone (eval ppl): no tower needed, equal to the HF layout's.
+  LlamaModel lang = load_model(o.llava);
+  const std::vector<int32_t> text_ids = {1, 3148, 1001, 29901, 1724, 338, 297, 445};
+  const Tensor c = lang.forward(text_ids.data(), 8);
+  const Tensor d = hf.language.forward(text_ids.data(), 8);
+  EXPECT_EQ(std::memcmp(c.raw(), d.raw(), c.nbytes()), 0);
+}
+
+// image_aspect_ratio pad: expand to a square of the mean colour, then the CLIP steps in the
+// Slow (PIL) flavour; "square" skips the padding.
+TEST(LlavaOriginal, PadToSquarePreprocessing) {
+  LOWBIT_REQUIRE_SHARED(hf_dir, "models/tiny-llava-1.5");
+  LOWBIT_REQUIRE_SHARED(photo, "data/images/extreme_ironing.jpg");
+  const std::string root = temp_dir("llava_orig_pad");
+  const OriginalLayout o = write_original_layout(hf_dir, root + "/pad");
+  const OriginalLayout sq = write_original_layout(hf_dir, root + "/square", "square");
+  const Image img = decode_image(photo);
+  ASSERT_NE(img.width, img.height);
+  ClipProcessorConfig pc = ClipProcessorConfig::load(o.clip);
+  pc.flavor = ProcessorFlavor::Slow;
+  const Tensor want_pad = clip_preprocess(expand_to_square(img, llava_pad_color(pc.image_mean)), pc);
+  const Tensor want_sq = clip_preprocess(img, pc);
+  const Tensor got_pad = LlavaModel::load(o.llava, o.clip).pixel_values({img});
+  const Tensor got_sq = LlavaModel::load(sq.llava, sq.clip).pixel_values({img});
+  EXPECT_EQ(got_pad.to_vector(), want_pad.to_vector());
+  EXPECT_EQ(got_sq.to_vector(), want_sq.to_vector());
+  EXPECT_NE(got_pad.to_vector(), got_sq.to_vector());
+  // An unsupported aspect-ratio mode is refused, naming the key.
+  json cfg = json::parse(read_file(o.llava + "/config.json"));
+  cfg["image_aspect_ratio"] = "anyres";
+  write_file(o.llava + "/config.json", cfg.dump());
+  EXPECT_THROW(LlavaModel::load(o.llava, o.clip), ConfigError);
+}
+
+// ---- CLI -----------------------------------------------------------------------------------------
+
+TEST(VlmCli, GenerateWithImageWritesPromptAndImageTokens) {
+  LOWBIT_REQUIRE_SHARED(m, "models/tiny-llava-1.5");
+  LOWBIT_REQUIRE_SHARED(photo, "data/images/extreme_ironing.jpg");
+  const std::string d = temp_dir("vlm_cli_gen");
+  auto r = run_lowbit("generate --model " + m + " --image " + photo +
+                      " --prompt 'What is unusual about this image?' --max-new-tokens 4 --output-json " + d + "/g.json");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const json j = json::parse(read_file(d + "/g.json"));
+  EXPECT_EQ(j["prompt"], "USER: <image>\nWhat is unusual about this image? ASSISTANT:");
+  EXPECT_EQ(j["template"], "llava-1.5");
+  EXPECT_EQ(j["image_tokens"], 576);
+  EXPECT_EQ(j["prompt_ids"].size(), 595u);
+  EXPECT_EQ(j["ids"].size(), 4u);
+  // Greedy is deterministic; sampling takes its seed.
+  auto r2 = run_lowbit("generate --model " + m + " --image " + photo +
+                       " --prompt 'What is unusual about this image?' --max-new-tokens 4 --output-json " + d + "/h.json");
+  ASSERT_EQ(r2.exit_code, 0) << r2.out;
+  EXPECT_EQ(json::parse(read_file(d + "/h.json"))["ids"], j["ids"]);
+  auto r3 = run_lowbit("generate --model " + m + " --image " + photo + " --image " + photo +
+                       " --template raw --prompt '<image> and <image>' --max-new-tokens 2 --temperature 0.8 --seed 3"
+                       " --output-json " + d + "/s.json");
+  ASSERT_EQ(r3.exit_code, 0) << r3.out;
+  const json s = json::parse(read_file(d + "/s.json"));
+  EXPECT_EQ(s["prompt"], "<image> and <image>");
+  EXPECT_EQ(s["image_tokens"], 1152);
+  // A text-only model: image_tokens 0, prompt as given.
+  LOWBIT_REQUIRE_SHARED(t, "models/stories260K");
+  auto r4 = run_lowbit("generate --model " + t + " --prompt 'Once upon' --max-new-tokens 2 --output-json " + d + "/t.json");
+  ASSERT_EQ(r4.exit_code, 0) << r4.out;
+  const json tj = json::parse(read_file(d + "/t.json"));
+  EXPECT_EQ(tj["prompt"], "Once upon");
+  EXPECT_EQ(tj["image_tokens"], 0);
+}
+
+TEST(VlmCli, OriginalLayoutNeedsVisionTower) {
+  LOWBIT_REQUIRE_SHARED(hf_dir, "models/tiny-llava-1.5");
+  LOWBIT_REQUIRE_SHARED(photo, "data/images/waterview.jpg");
+  const std::string d = temp_dir("vlm_cli_orig");
+  const OriginalLayout o = write_original_layout(hf_dir, d);
+  expect_error(run_lowbit("generate --model " + o.llava + " --image " + photo + " --prompt hi"), "--vision-tower", 2);
+  expect_error(run_lowbit("inspect " + o.llava), "--vision-tower", 2);
+  expect_error(run_lowbit("generate --model " + hf_dir + " --vision-tower " + o.clip + " --image " + photo +
+                          " --prompt hi"),
+               "--vision-tower", 2);
+  auto r = run_lowbit("generate --model " + o.llava + " --vision-tower " + o.clip + " --image " + photo +
+                      " --prompt 'Describe the image.' --max-new-tokens 3 --output-json " + d + "/o.json");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const json j = json::parse(read_file(d + "/o.json"));
+  EXPECT_EQ(j["template"], "vicuna_v1");
+  EXPECT_EQ(j["prompt"], std::string(kVicunaSystem) + " USER: <image>\nDescribe the image. ASSISTANT:");
+  EXPECT_EQ(j["image_tokens"], 576);
+  auto ri = run_lowbit("inspect " + o.llava + " --vision-tower " + o.clip);
+  ASSERT_EQ(ri.exit_code, 0) << ri.out;
+  EXPECT_NE(ri.out.find("model.mm_projector.2"), std::string::npos) << ri.out;
+  EXPECT_NE(ri.out.find("vision_model.encoder.layers.2.mlp.fc2"), std::string::npos) << ri.out;
+}
+
+TEST(VlmCli, BadInputsGiveOneLineErrors) {
+  LOWBIT_REQUIRE_SHARED(m, "models/tiny-llava-1.5");
+  LOWBIT_REQUIRE_SHARED(t, "models/stories260K");
+  LOWBIT_REQUIRE_SHARED(photo, "data/images/extreme_ironing.jpg");
+  const std::string d = temp_dir("vlm_cli_err");
+  const std::string gen = "generate --max-new-tokens 2 --model " + m;
+
+  // An image for a text-only model.
+  expect_error(run_lowbit("generate --model " + t + " --image " + photo + " --prompt hi"), "text-only", 2);
+  // More images than placeholders, and the reverse.
+  expect_error(run_lowbit(gen + " --template raw --image " + photo + " --prompt 'no placeholder'"), "placeholder", 2);
+  expect_error(run_lowbit(gen + " --image " + photo + " --image " + photo + " --prompt 'one <image> only'"),
+               "placeholder", 2);
+  expect_error(run_lowbit(gen + " --template raw --prompt '<image> but no image'"), "placeholder", 2);
+  // Unknown template: the supported names are listed.
+  expect_error(run_lowbit(gen + " --template chatml --prompt hi"), "llava-1.5, vicuna_v1", 2);
+  // A truncated JPEG, a corrupt one, a text file named .jpg.
+  const std::string jpg = read_file(photo);
+  write_file(d + "/trunc.jpg", jpg.substr(0, jpg.size() / 2));
+  expect_error(run_lowbit(gen + " --image " + d + "/trunc.jpg --prompt hi"), "trunc.jpg", 1);
+  std::string bad = jpg;
+  for (size_t i = bad.size() / 3; i < bad.size() / 3 + 4000; ++i) bad[i] = char(0xFF);
+  write_file(d + "/corrupt.jpg", bad);
+  expect_error(run_lowbit(gen + " --image " + d + "/corrupt.jpg --prompt hi"), "corrupt.jpg", 1);
+  write_file(d + "/notes.jpg", "this is plain text, not a JPEG\n");
+  expect_error(run_lowbit(gen + " --image " + d + "/notes.jpg --prompt hi"), "notes.jpg", 1);
+  expect_error(run_lowbit(gen + " --image " + d + "/missing.jpg --prompt hi"), "missing.jpg", 1);
+  // Too large: a PNG whose header claims 100000 x 100000 pixels (refused before allocating),
+  // and a real photo over a small --max-image-pixels.
+  auto chunk = [](const std::string& type, const std::string& data) {
+    std::string c;
+    for (int k = 3; k >= 0; --k) c += char((data.size() >> (8 * k)) & 0xFF);
+    const uint32_t crc = crc32(type + data);
+    c += type + data;
+    for (int k = 3; k >= 0; --k) c += char((crc >> (8 * k)) & 0xFF);
+    return c;
+  };
+  const std::string png = std::string("\x89PNG\r\n\x1a\n", 8) +
+                          chunk("IHDR", std::string("\x00\x01\x86\xa0\x00\x01\x86\xa0\x08\x02\x00\x00\x00", 13)) +
+                          chunk("IDAT", "") + chunk("IEND", "");
+  write_file(d + "/bomb.png", png);
+  expect_error(run_lowbit(gen + " --image " + d + "/bomb.png --prompt hi"), "pixel budget", 1);
+  expect_error(run_lowbit(gen + " --image " + photo + " --max-image-pixels 1000 --prompt hi"), "pixel budget", 1);
+  expect_error(run_lowbit(gen + " --image " + photo + " --max-image-pixels 0 --prompt hi"), "max-image-pixels", 2);
+}
+
+TEST(VlmCli, EvalAndInspectOnVlmDirectory) {
+  LOWBIT_REQUIRE_SHARED(m, "models/tiny-llava-1.5");
+  LOWBIT_REQUIRE_SHARED(ts, "data/text/tinystories_val.txt");
+  const std::string d = temp_dir("vlm_cli_eval");
+  // eval ppl on a VLM directory: its language model on text alone.
+  auto r = run_lowbit("eval ppl --model " + m + " --data " + ts + " --data-end 20000 --seqlen 128 --max-windows 2" +
+                      " --output-json " + d + "/p.json");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const json p = json::parse(read_file(d + "/p.json"));
+  EXPECT_EQ(p["windows"], 2);
+  EXPECT_GT(p["ppl"].get<double>(), 1.0);
+  // inspect: the three towers, each with its linears' statistics.
+  auto ri = run_lowbit("inspect " + m + " --output-json " + d + "/i.json");
+  ASSERT_EQ(ri.exit_code, 0) << ri.out;
+  for (const char* s : {"[vision] CLIP ViT", "[projector]", "[language] LLaMA decoder",
+                        "vision_tower.embeddings.patch_embedding", "vision_tower.encoder.layers.2.self_attn.out_proj",
+                        "multi_modal_projector.linear_1", "model.layers.1.mlp.down_proj", "lm_head"})
+    EXPECT_NE(ri.out.find(s), std::string::npos) << s << "\n" << ri.out;
+  const json j = json::parse(read_file(d + "/i.json"));
+  ASSERT_EQ(j["towers"].size(), 3u);
+  EXPECT_EQ(j["towers"][0]["linears"].size(), size_t(1 + 6 * 3));  // patch embedding + 6 per layer
+  EXPECT_EQ(j["towers"][1]["linears"].size(), 2u);
+  EXPECT_EQ(j["towers"][2]["linears"].size(), size_t(7 * 2 + 1));
+  EXPECT_EQ(j["linears"].size(), size_t(19 + 2 + 15));
+  for (const json& l : j["linears"]) {
+    EXPECT_GT(l["std"].get<double>(), 0.0) << l["name"];
+    EXPECT_GT(l["kurtosis"].get<double>(), 0.0) << l["name"];
+  }
+}
