@@ -121,3 +121,50 @@ TEST(Config, SharedModels) {
   EXPECT_TRUE(l3.tie_word_embeddings);
   EXPECT_EQ(l3.torch_dtype, "bfloat16");
 }
+
+// Hostile config.json values found by fuzz/fuzz_config_json: each is a ConfigError, not
+// another exception type, undefined behaviour (a double cast to int64) or a huge table.
+TEST(Config, RejectsHostileValues) {
+  auto bad = [](json j) {
+    EXPECT_THROW(LlamaConfig::from_json(j, "c"), ConfigError) << j.dump();
+  };
+  json j = base();
+  j["architectures"] = {1};  // was a json::type_error out of from_json
+  bad(j);
+  j = base();
+  j["eos_token_id"] = {"</s>"};
+  bad(j);
+  j = base();
+  j["eos_token_id"] = {1e300};  // was cast to int32
+  bad(j);
+  j = base();
+  j["bos_token_id"] = int64_t(1) << 40;  // was truncated to int32
+  bad(j);
+  j = base();
+  j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"original_max_position_embeddings", 1e300}};
+  bad(j);
+  j = base();
+  j["head_dim"] = int64_t(1) << 40;  // inv_freq() would allocate 2^41 bytes
+  bad(j);
+  j = base();
+  j["num_attention_heads"] = int64_t(1) << 21;
+  j["num_key_value_heads"] = int64_t(1) << 21;
+  j["head_dim"] = 2;
+  bad(j);
+  j = base();
+  j["vocab_size"] = int64_t(1) << 40;
+  bad(j);
+  j = base();
+  j["hidden_act"] = 3;
+  bad(j);
+  // Real-model sizes stay accepted (LLaMA-3.1-405B-like).
+  j = base();
+  j["hidden_size"] = 16384, j["intermediate_size"] = 53248, j["num_attention_heads"] = 128,
+  j["num_key_value_heads"] = 8, j["num_hidden_layers"] = 126, j["vocab_size"] = 128256,
+  j["max_position_embeddings"] = 131072, j["eos_token_id"] = {128001, 128008, 128009};
+  LlamaConfig c = LlamaConfig::from_json(j, "c");
+  EXPECT_EQ(c.head_dim, 128);
+  EXPECT_EQ(c.eos_token_id, 128001);
+  EXPECT_EQ(LlamaConfig::parse(j.dump(), "c").vocab_size, 128256);
+  EXPECT_THROW(LlamaConfig::parse("{\"hidden_size\": ", "c"), FormatError);
+}

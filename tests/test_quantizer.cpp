@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "quant/checkpoint.h"
+#include "quant/checkpoint_meta.h"
 #include "quant/config.h"
 #include "quant/qgrid.h"
 #include "quant/rtn_quant.h"
@@ -682,4 +683,63 @@ TEST(QuantConfig, ValidateRejectsBadBitsAndGroups) {
   QuantConfig clip;
   clip.a_clip_ratio = 1.2;
   EXPECT_THROW(clip.validate(), ArgError);
+}
+
+// lowbit_quant.json as untrusted text (fuzz/fuzz_checkpoint_meta): every malformed field is a
+// FormatError naming the file; numbers are never cast from floats or wrapped to a smaller type.
+TEST(QuantCheckpointMeta, ParsesAndRejectsHostileMetadata) {
+  QuantConfig qc;
+  qc.w_bits = 4;
+  qc.w_groupsize = 128;
+  const nlohmann::json good = {{"format", "lowbit-fakequant"},
+                               {"format_version", 1},
+                               {"quant_config", qc.to_json()},
+                               {"rotated", false},
+                               {"asym_decisions", nlohmann::json::object()},
+                               {"quantized_linears", {{"model.layers.0.mlp.up_proj", {{"bits", 4}, {"sym", true}}}}}};
+  QuantCheckpointMeta m = parse_quant_meta(good.dump(), "q.json");
+  EXPECT_EQ(m.cfg.w_bits, 4);
+  EXPECT_EQ(m.cfg.w_groupsize, 128);
+  ASSERT_EQ(m.qlin.size(), 1u);
+  EXPECT_EQ(m.qlin.begin()->second, std::make_pair(4, true));
+
+  auto bad = [](const nlohmann::json& j) {
+    try {
+      parse_quant_meta(j.dump(), "x/lowbit_quant.json");
+      ADD_FAILURE() << "accepted " << j.dump();
+    } catch (const FormatError& e) {
+      EXPECT_NE(std::string(e.what()).find("lowbit_quant.json"), std::string::npos) << e.what();
+    }
+  };
+  nlohmann::json j = good;
+  j["format"] = 3;  // was a json::type_error out of load_quantized
+  bad(j);
+  j = good;
+  j["format_version"] = "1";
+  bad(j);
+  j = good;
+  j["format_version"] = 1e300;  // was cast to int
+  bad(j);
+  j = good;
+  j["quant_config"]["weights"]["w_bits"] = 1e300;  // was cast to int (undefined behaviour)
+  bad(j);
+  j = good;
+  j["quant_config"]["weights"]["w_bits"] = int64_t(4) + (int64_t(1) << 32);  // was wrapped to 4
+  bad(j);
+  j = good;
+  j["quant_config"]["calibration"]["seed"] = -1;  // was wrapped to 2^64 - 1
+  bad(j);
+  j = good;
+  j["quantized_linears"]["model.layers.0.mlp.up_proj"]["bits"] = 16;
+  bad(j);
+  j = good;
+  j["quantized_linears"]["model.layers.0.mlp.up_proj"]["bits"] = 4.5;
+  bad(j);
+  j = good;
+  j["quantized_linears"] = nlohmann::json::array();
+  bad(j);
+  j = good;
+  j["rotated"] = true;  // contradicts rotate = false
+  bad(j);
+  EXPECT_THROW(parse_quant_meta("[[[", "q.json"), FormatError);
 }

@@ -507,3 +507,50 @@ TEST(TokenizerCorpus, TokenizerJsonSpeedOnWikiText2) {
     if (path == llama2) EXPECT_EQ(ids, load_sentencepiece_model(llama2_spm)->encode(text));
   }
 }
+
+// Hostile tokenizer.json contents found while fuzzing (fuzz/fuzz_tokenizer_json): each is a
+// FormatError when loading or encoding/decoding, never a hang, a huge allocation or a cast of
+// an out-of-range number.
+TEST(TokenizerErrors, HostileJsonContents) {
+  const json base = {{"model", {{"type", "BPE"}, {"vocab", {{"a", 0}, {"e", 1}, {"\u2581", 2}}}, {"merges", json::array()}}}};
+  auto load = [](const json& j) { return parse_tokenizer_json(j.dump(), "x/tokenizer.json"); };
+  EXPECT_EQ(load(base)->vocab_size(), 3);
+  json j = base;
+  j["decoder"] = {{"type", "Metaspace"}, {"replacement", ""}};  // decode looped forever
+  EXPECT_THROW(load(j), FormatError);
+  j = base;
+  j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", ""}};
+  EXPECT_THROW(load(j), FormatError);
+  j = base;
+  j["decoder"] = {{"type", "Strip"}, {"content", ""}, {"start", 1000000000000000000LL}, {"stop", 0}};  // looped 1e18 times
+  EXPECT_THROW(load(j), FormatError);
+  j = base;
+  j["decoder"] = {{"type", "Strip"}, {"content", " "}, {"start", 1e300}, {"stop", 0}};  // was cast to size_t
+  EXPECT_THROW(load(j), FormatError);
+  j = base;
+  j["decoder"] = {{"type", "Strip"}, {"content", " "}, {"start", -1}, {"stop", 0}};
+  EXPECT_THROW(load(j), FormatError);
+  j = base;
+  j["post_processor"] = {{"type", "TemplateProcessing"},
+                         {"single", {{{"SpecialToken", {{"id", "<s>"}}}}}},
+                         {"special_tokens", {{"<s>", {{"ids", {1e300}}}}}}};  // was cast to int32
+  EXPECT_THROW(load(j), FormatError);
+  j["post_processor"]["special_tokens"]["<s>"]["ids"] = {7};  // beyond the vocabulary
+  EXPECT_THROW(load(j), FormatError);
+  j["post_processor"]["special_tokens"]["<s>"]["ids"] = {1};
+  EXPECT_EQ(load(j)->bos_id(), 1);
+  // 40 chained Replace "e" -> "ee" would grow a short text 2^40-fold.
+  j = base;
+  j["normalizer"] = {{"type", "Sequence"},
+                     {"normalizers", json::array()}};
+  for (int k = 0; k < 40; ++k)
+    j["normalizer"]["normalizers"].push_back({{"type", "Replace"}, {"pattern", {{"String", "e"}}}, {"content", "ee"}});
+  auto tok = load(j);
+  EXPECT_THROW(tok->encode("see me"), FormatError);
+  EXPECT_NO_THROW(tok->encode("aaa"));  // nothing to expand
+  j = base;
+  j["decoder"] = {{"type", "Sequence"}, {"decoders", json::array()}};
+  for (int k = 0; k < 40; ++k)
+    j["decoder"]["decoders"].push_back({{"type", "Replace"}, {"pattern", {{"String", "e"}}}, {"content", "ee"}});
+  EXPECT_THROW(load(j)->decode({1, 1}), FormatError);
+}

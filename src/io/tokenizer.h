@@ -39,6 +39,8 @@ class Tokenizer {
 // leading special token; tokenizer.model: its <s>/</s>); load_tokenizer refines them.
 std::unique_ptr<Tokenizer> load_tokenizer_json(const std::string& path);
 std::unique_ptr<Tokenizer> load_sentencepiece_model(const std::string& path);
+// load_tokenizer_json on text already in memory; `path` only names it in errors.
+std::unique_ptr<Tokenizer> parse_tokenizer_json(std::string_view text, const std::string& path);
 
 // Loads a model directory's tokenizer. prefer: "auto" (tokenizer.model when
 // present, it is canonical for SentencePiece models; else tokenizer.json),

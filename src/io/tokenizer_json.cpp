@@ -346,13 +346,21 @@ struct Pattern {
   }
 
   // Replaces every leftmost, greedy, non-overlapping match.
-  std::string replace_all(std::string_view s, std::string_view with) const {
+  // FormatError once the result would pass `limit` bytes (a hostile file's replacement
+  // must not be able to ask for gigabytes).
+  std::string replace_all(std::string_view s, std::string_view with, size_t limit = SIZE_MAX) const {
     std::string out;
+    auto check = [&] {
+      if (out.size() > limit)
+        throw FormatError(fmt::format("tokenizer pattern '{}': replacing it grows the text past {} bytes",
+                                      source.size() > 40 ? source.substr(0, 40) + "..." : source, limit));
+    };
     if (!is_regex) {
       for (size_t i = 0;;) {
         size_t k = s.find(literal, i);
         if (k == std::string_view::npos) return out.append(s.substr(i));
         out.append(s.substr(i, k - i)).append(with);
+        check();
         i = k + literal.size();
       }
     }
@@ -383,6 +391,7 @@ struct Pattern {
       }
       if (count >= min) {
         out.append(with);
+        check();
         i = e;
       } else {
         // No match starts inside this short run either; copy it and the next character.
@@ -643,7 +652,14 @@ class JsonTokenizer : public Tokenizer {
       for (size_t i = 0; i < toks.size(); ++i) s += (i ? " " : "") + toks[i];
       return s;
     }
-    for (const DecStep& d : decoders_) apply_decoder(d, toks);
+    size_t in = 0;
+    for (const auto& t : toks) in += t.size() + 1;
+    for (const DecStep& d : decoders_) {
+      apply_decoder(d, toks, growth_limit(in));
+      size_t n = 0;
+      for (const auto& t : toks) n += t.size();
+      check_growth(in, n, "decoder");
+    }
     std::string s;
     for (const auto& t : toks) s += t;
     return s;
@@ -672,6 +688,15 @@ class JsonTokenizer : public Tokenizer {
                  "{}: token '{}' has id {} (expected an integer in [0, 2^31))", path_,
                  tok.size() > 40 ? tok.substr(0, 40) + "..." : tok, v.dump().substr(0, 40));
     return int32_t(v.get<int64_t>());
+  }
+
+  // A non-negative integer option (absent: 0); a float or a negative number must not be cast.
+  size_t read_count(const json& d, const char* key) const {
+    if (!d.contains(key)) return 0;
+    const json& v = d.at(key);
+    LOWBIT_CHECK(v.is_number_integer() && v.get<int64_t>() >= 0, FormatError,
+                 "{}: '{}' must be a non-negative integer, got {}", path_, key, json_excerpt(v));
+    return v.is_number_unsigned() ? size_t(v.get<uint64_t>()) : size_t(v.get<int64_t>());
   }
 
   void load_model(const json& m) {
@@ -794,6 +819,7 @@ class JsonTokenizer : public Tokenizer {
     } else if (type == "Metaspace") {
       PreStep s(PreStep::Metaspace);
       s.replacement = p.value("replacement", "\u2581");
+      LOWBIT_CHECK(!s.replacement.empty(), FormatError, "{}: Metaspace pre-tokenizer with an empty replacement", path_);
       if (p.contains("prepend_scheme")) s.prepend_scheme = p["prepend_scheme"].get<std::string>();
       else if (p.contains("add_prefix_space")) s.prepend_scheme = p["add_prefix_space"].get<bool>() ? "always" : "never";
       s.split = p.value("split", true);
@@ -822,13 +848,15 @@ class JsonTokenizer : public Tokenizer {
     } else if (type == "Strip") {
       s.kind = DecStep::Strip;
       s.content = d.value("content", " ");
-      s.start = d.value("start", size_t(0));
-      s.stop = d.value("stop", size_t(0));
+      LOWBIT_CHECK(!s.content.empty(), FormatError, "{}: Strip decoder with an empty content", path_);
+      s.start = read_count(d, "start");
+      s.stop = read_count(d, "stop");
     } else if (type == "ByteLevel") {
       s.kind = DecStep::ByteLevel;
     } else if (type == "Metaspace") {
       s.kind = DecStep::Metaspace;
       s.replacement = d.value("replacement", "\u2581");
+      LOWBIT_CHECK(!s.replacement.empty(), FormatError, "{}: Metaspace decoder with an empty replacement", path_);
       std::string scheme = d.value("prepend_scheme", d.value("add_prefix_space", true) ? "always" : "never");
       s.strip_first_space = scheme != "never";
     } else {
@@ -851,8 +879,22 @@ class JsonTokenizer : public Tokenizer {
     if (!first.contains("SpecialToken")) return -1;
     std::string name = first["SpecialToken"].at("id").get<std::string>();
     const json& st = pp.value("special_tokens", json::object());
-    if (st.contains(name) && !st[name].value("ids", json::array()).empty()) return st[name]["ids"][0].get<int32_t>();
-    return token_to_id(name);
+    int32_t id = st.contains(name) && !st[name].value("ids", json::array()).empty()
+                     ? read_id(st[name]["ids"][0], name)
+                     : token_to_id(name);
+    LOWBIT_CHECK(id < vocab_size(), FormatError, "{}: post-processor special token '{}' has id {} outside the {}-token vocabulary",
+                 path_, name, id, vocab_size());
+    return id;
+  }
+
+  // Normalizers, pre-tokenizers and decoders can each lengthen text (Replace "a" -> "aa",
+  // a Metaspace replacement holding spaces); chained, they grow it exponentially. No real
+  // file comes near this bound, a hostile one must not exhaust memory.
+  static size_t growth_limit(size_t in) { return 64 * in + 65536; }
+  void check_growth(size_t in, size_t out, const char* stage) const {
+    LOWBIT_CHECK(out <= growth_limit(in), FormatError,
+                 "{}: the {} steps expand {} bytes of text to more than {} (chained Replace/Prepend/Metaspace?)",
+                 path_, stage, in, growth_limit(in));
   }
 
   std::string normalize(std::string_view s) const {
@@ -862,10 +904,11 @@ class JsonTokenizer : public Tokenizer {
         case NormStep::Prepend:
           if (!t.empty()) t = n.text + t;  // HF prepends only to non-empty text
           break;
-        case NormStep::Replace: t = n.pattern.replace_all(t, n.text); break;
+        case NormStep::Replace: t = n.pattern.replace_all(t, n.text, growth_limit(s.size())); break;
         case NormStep::Strip: t = strip_ws(t, n.left, n.right); break;
         case NormStep::Identity: break;
       }
+      check_growth(s.size(), t.size(), "normalizer");
     }
     return t;
   }
@@ -876,6 +919,9 @@ class JsonTokenizer : public Tokenizer {
     if (seg.empty()) return;
     std::vector<std::string> pieces{std::string(seg)};
     for (const PreStep& p : pre_) {
+      size_t total = 0;
+      for (const std::string& piece : pieces) total += piece.size();
+      check_growth(seg.size(), total + pieces.size(), "pre-tokenizer");
       std::vector<std::string> next;
       for (std::string& piece : pieces) {
         switch (p.kind) {
@@ -896,7 +942,7 @@ class JsonTokenizer : public Tokenizer {
             break;
           }
           case PreStep::Metaspace: {
-            std::string t = Pattern::string(" ").replace_all(piece, p.replacement);
+            std::string t = Pattern::string(" ").replace_all(piece, p.replacement, growth_limit(seg.size()));
             if ((p.prepend_scheme == "always" || (p.prepend_scheme == "first" && first)) &&
                 !t.starts_with(p.replacement))
               t = p.replacement + t;
@@ -917,6 +963,9 @@ class JsonTokenizer : public Tokenizer {
       }
       pieces = std::move(next);
     }
+    size_t total = 0;
+    for (const std::string& piece : pieces) total += piece.size();
+    check_growth(seg.size(), total + pieces.size(), "pre-tokenizer");
     for (const std::string& piece : pieces) encode_piece(piece, ids);
   }
 
@@ -972,10 +1021,10 @@ class JsonTokenizer : public Tokenizer {
     chunk_marker_ = m;
   }
 
-  static void apply_decoder(const DecStep& d, std::vector<std::string>& toks) {
+  static void apply_decoder(const DecStep& d, std::vector<std::string>& toks, size_t limit) {
     switch (d.kind) {
       case DecStep::Replace:
-        for (auto& t : toks) t = d.pattern.replace_all(t, d.content);
+        for (auto& t : toks) t = d.pattern.replace_all(t, d.content, limit);
         break;
       case DecStep::ByteFallback: {
         // Runs of <0xNN> tokens become their bytes when those are valid UTF-8, else one U+FFFD each.
@@ -1035,7 +1084,7 @@ class JsonTokenizer : public Tokenizer {
       }
       case DecStep::Metaspace:
         for (size_t i = 0; i < toks.size(); ++i) {
-          toks[i] = Pattern::string(d.replacement).replace_all(toks[i], " ");
+          toks[i] = Pattern::string(d.replacement).replace_all(toks[i], " ", limit);
           if (i == 0 && d.strip_first_space && toks[i].starts_with(' ')) toks[i].erase(0, 1);
         }
         break;
@@ -1061,7 +1110,10 @@ class JsonTokenizer : public Tokenizer {
 }  // namespace
 
 std::unique_ptr<Tokenizer> load_tokenizer_json(const std::string& path) {
-  std::string text = read_text_file(path);  // IoError naming the path
+  return parse_tokenizer_json(read_text_file(path), path);  // IoError naming the path
+}
+
+std::unique_ptr<Tokenizer> parse_tokenizer_json(std::string_view text, const std::string& path) {
   const json j = parse_json(text, path);
   LOWBIT_CHECK(j.is_object() && j.contains("model"), FormatError, "{}: not a tokenizer.json (no \"model\")", path);
   try {

@@ -2,6 +2,7 @@
 #include "io/files.h"
 #include "io/json_util.h"
 
+#include <climits>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -30,21 +31,45 @@ double get_num(const json& j, const char* key, double dflt) {
   return it->get<double>();
 }
 
-// eos_token_id may be a list (LLaMA-3 instruct): take the first.
-int32_t get_token_id(const json& j, const char* key) {
+// eos_token_id may be a list (LLaMA-3 instruct): take the first. A listed id must be a
+// 32-bit integer (a float or a larger integer must not be cast or wrap).
+int32_t get_token_id(const json& j, const char* key, const std::string& path) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return -1;
-  if (it->is_array()) return it->empty() ? -1 : (*it)[0].get<int32_t>();
-  return it->is_number_integer() ? it->get<int32_t>() : -1;
+  const json* v = &*it;
+  if (v->is_array()) {
+    if (v->empty()) return -1;
+    v = &(*v)[0];
+  } else if (!v->is_number_integer()) {
+    return -1;
+  }
+  LOWBIT_CHECK(v->is_number_integer() && !(v->is_number_unsigned() && v->get<uint64_t>() > uint64_t(INT32_MAX)) &&
+                   v->get<int64_t>() >= INT32_MIN && v->get<int64_t>() <= INT32_MAX,
+               ConfigError, "{}: '{}' must be a 32-bit integer token id, got {}", path, key,
+               json_excerpt(*it));
+  return int32_t(v->get<int64_t>());
 }
 
-}  // namespace
+// A double from JSON converted to int64 without undefined behaviour (NaN/inf/out of range refused).
+int64_t to_int64(double v, const char* key, const std::string& path) {
+  LOWBIT_CHECK(std::isfinite(v) && v >= -9.2e18 && v <= 9.2e18, ConfigError, "{}: '{}' = {} is out of range", path,
+               key, v);
+  return int64_t(v);
+}
 
-LlamaConfig LlamaConfig::from_json(const json& j, const std::string& path) {
+// Upper bounds on sizes from config.json: far above any real LLaMA-family model
+// (hidden 16384, vocab 256k, 126 layers), small enough that products of them and
+// the tables sized by them (RoPE frequencies, caches) cannot overflow or exhaust memory.
+constexpr int64_t kMaxDim = int64_t(1) << 20;        // hidden, intermediate, head_dim, heads
+constexpr int64_t kMaxVocab = int64_t(1) << 24;
+constexpr int64_t kMaxLayers = int64_t(1) << 12;
+constexpr int64_t kMaxPosition = int64_t(1) << 32;
+
+LlamaConfig parse_config(const json& j, const std::string& path) {
   LOWBIT_CHECK(j.is_object(), ConfigError, "{}: config must be a JSON object", path);
   LlamaConfig c;
   if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty())
-    c.architecture = j["architectures"][0].get<std::string>();
+    c.architecture = j["architectures"][0].get<std::string>();  // json type_error -> ConfigError
   c.model_type = j.value("model_type", std::string());
   static const char* kArch[] = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"};
   static const char* kType[] = {"llama", "mistral", "qwen2"};
@@ -71,8 +96,8 @@ LlamaConfig LlamaConfig::from_json(const json& j, const std::string& path) {
   // HF llama's attention_bias also puts a bias on o_proj; qwen2 has q/k/v biases only.
   c.o_bias = c.model_type == "qwen2" ? false : c.attention_bias;
   c.mlp_bias = j.value("mlp_bias", false);
-  c.bos_token_id = get_token_id(j, "bos_token_id");
-  c.eos_token_id = get_token_id(j, "eos_token_id");
+  c.bos_token_id = get_token_id(j, "bos_token_id", path);
+  c.eos_token_id = get_token_id(j, "eos_token_id", path);
   c.torch_dtype = j.contains("dtype") && j["dtype"].is_string() ? j["dtype"].get<std::string>()
                                                                  : j.value("torch_dtype", std::string("float32"));
 
@@ -81,6 +106,14 @@ LlamaConfig LlamaConfig::from_json(const json& j, const std::string& path) {
                ConfigError, "{}: sizes must be positive (hidden {}, intermediate {}, layers {}, heads {}, kv heads {}, "
                "head_dim {}, vocab {})", path, c.hidden_size, c.intermediate_size, c.num_layers, c.num_heads,
                c.num_kv_heads, c.head_dim, c.vocab_size);
+  LOWBIT_CHECK(c.hidden_size <= kMaxDim && c.intermediate_size <= kMaxDim && c.num_heads <= kMaxDim &&
+                   c.num_kv_heads <= kMaxDim && c.head_dim <= kMaxDim && c.num_heads * c.head_dim <= kMaxDim &&
+                   c.vocab_size <= kMaxVocab && c.num_layers <= kMaxLayers && c.max_position <= kMaxPosition,
+               ConfigError, "{}: sizes beyond what lowbit supports (hidden {}, intermediate {}, layers {}, heads {}, "
+               "kv heads {}, head_dim {}, vocab {}, max_position_embeddings {}; limits: dims and heads x head_dim "
+               "{}, vocab {}, layers {}, positions {})", path, c.hidden_size, c.intermediate_size, c.num_layers,
+               c.num_heads, c.num_kv_heads, c.head_dim, c.vocab_size, c.max_position, kMaxDim, kMaxVocab, kMaxLayers,
+               kMaxPosition);
   LOWBIT_CHECK(c.num_heads % c.num_kv_heads == 0, ConfigError,
                "{}: num_attention_heads {} is not a multiple of num_key_value_heads {}", path, c.num_heads,
                c.num_kv_heads);
@@ -106,7 +139,8 @@ LlamaConfig LlamaConfig::from_json(const json& j, const std::string& path) {
     c.rope.factor = get_num(*rp, "factor", 1.0);
     c.rope.low_freq_factor = get_num(*rp, "low_freq_factor", 1.0);
     c.rope.high_freq_factor = get_num(*rp, "high_freq_factor", 4.0);
-    c.rope.original_max_position = int64_t(get_num(*rp, "original_max_position_embeddings", 8192));
+    c.rope.original_max_position =
+        to_int64(get_num(*rp, "original_max_position_embeddings", 8192), "original_max_position_embeddings", path);
     LOWBIT_CHECK(t == "default" || t == "linear" || t == "llama3", ConfigError,
                  "{}: unsupported rope type '{}' (supported: default, linear, llama3)", path, t);
     LOWBIT_CHECK(c.rope.factor > 0, ConfigError, "{}: rope factor must be positive", path);
@@ -116,16 +150,26 @@ LlamaConfig LlamaConfig::from_json(const json& j, const std::string& path) {
   return c;
 }
 
+}  // namespace
+
+LlamaConfig LlamaConfig::from_json(const json& j, const std::string& path) {
+  try {
+    return parse_config(j, path);
+  } catch (const json::exception& e) {
+    // A key of the wrong JSON type (e.g. "architectures": [1]).
+    throw ConfigError(fmt::format("{}: {}", path, e.what()));
+  }
+}
+
+LlamaConfig LlamaConfig::parse(std::string_view text, const std::string& path) {
+  return from_json(parse_json(text, path), path);
+}
+
 LlamaConfig LlamaConfig::load(const std::string& dir) {
   std::string path = (std::filesystem::path(dir) / "config.json").string();
   LOWBIT_CHECK(std::filesystem::is_directory(dir), IoError, "model directory '{}' does not exist", dir);
   LOWBIT_CHECK(std::ifstream(path).good(), IoError, "cannot open {}", path);
-  const json j = parse_json(read_text_file(path), path);
-  try {
-    return from_json(j, path);
-  } catch (const json::exception& e) {
-    throw ConfigError(fmt::format("{}: {}", path, e.what()));
-  }
+  return parse(read_text_file(path), path);
 }
 
 json LlamaConfig::to_json() const {

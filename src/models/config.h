@@ -2,6 +2,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -39,6 +40,8 @@ struct LlamaConfig {
 
   // Parses and validates; `path` names the file in errors (ConfigError).
   static LlamaConfig from_json(const nlohmann::json& j, const std::string& path);
+  // from_json of config.json text (FormatError for invalid JSON).
+  static LlamaConfig parse(std::string_view text, const std::string& path);
   static LlamaConfig load(const std::string& model_dir);
   nlohmann::json to_json() const;  // the same keys HF uses (rope_parameters form)
 

@@ -1,4 +1,5 @@
 #include "quant/checkpoint.h"
+#include "quant/checkpoint_meta.h"
 #include "io/json_util.h"
 
 #include <fcntl.h>
@@ -212,22 +213,12 @@ void save_quantized(const LlamaModel& m, const QuantizedModel& q, const std::str
 
 LlamaModel load_quantized(const std::string& dir) {
   const std::string qpath = (fs::path(dir) / kQuantFile).string();
-  const nlohmann::json j = parse_json(read_text_file(qpath), qpath);
-  LOWBIT_CHECK(j.is_object() && j.value("format", "") == "lowbit-fakequant" && j.value("format_version", 0) == 1,
-               FormatError, "{}: not a lowbit-fakequant v1 checkpoint", qpath);
+  QuantCheckpointMeta meta = parse_quant_meta(read_text_file(qpath), qpath);
   QuantRuntime rt;
-  std::map<std::string, std::pair<int, bool>> qlin;
-  try {
-    rt.cfg = QuantConfig::from_json(j.at("quant_config"));
-    rt.rotated = j.at("rotated").get<bool>();
-    rt.asym = j.at("asym_decisions").get<std::map<std::string, bool>>();
-    for (auto& [name, v] : j.at("quantized_linears").items())
-      qlin[name] = {v.at("bits").get<int>(), v.at("sym").get<bool>()};
-  } catch (const nlohmann::json::exception& e) {
-    throw FormatError(fmt::format("{}: {}", qpath, e.what()));
-  }
-  LOWBIT_CHECK(rt.rotated == rt.cfg.rotate, FormatError, "{}: \"rotated\": {} contradicts the config's rotate: {}",
-               qpath, rt.rotated, rt.cfg.rotate);
+  rt.cfg = meta.cfg;
+  rt.rotated = meta.rotated;
+  rt.asym = meta.asym;
+  const std::map<std::string, std::pair<int, bool>>& qlin = meta.qlin;
   LlamaConfig cfg = LlamaConfig::load(dir);
   WeightStore st = WeightStore::open_dir(dir);
   LlamaModel::TensorSource get = [&](const std::string& name) { return st.has(name) ? st.get(name) : Tensor(); };

@@ -1,6 +1,11 @@
 #include "quant/config.h"
 
+#include <cmath>
+#include <limits>
+#include <type_traits>
+
 #include "core/error.h"
+#include "io/json_util.h"
 
 namespace lowbit {
 
@@ -14,6 +19,34 @@ void check_clip(double r, const char* flag) {
 }
 void check_group(int64_t g, const char* flag) {
   LOWBIT_CHECK(g == -1 || g > 0, ArgError, "{} {} must be -1 (per channel/token) or positive", flag, g);
+}
+
+// One field of a saved config, of exactly its C++ type: integers must be JSON integers
+// in the type's range (a float or a too-large value is refused, never cast or wrapped),
+// doubles any finite number, bools and strings their JSON types.
+template <class T>
+void read(const nlohmann::json& o, const char* key, T& out) {
+  const nlohmann::json& v = o.at(key);  // json::out_of_range / type_error when missing
+  if constexpr (std::is_same_v<T, bool> || std::is_same_v<T, std::string>) {
+    out = v.get<T>();
+  } else if constexpr (std::is_floating_point_v<T>) {
+    LOWBIT_CHECK(v.is_number() && std::isfinite(v.get<double>()), FormatError,
+                 "quantization config: '{}' must be a finite number, got {}", key, json_excerpt(v));
+    out = T(v.get<double>());
+  } else {
+    static_assert(std::is_integral_v<T>);
+    bool ok = v.is_number_integer();
+    if (ok && v.is_number_unsigned()) {
+      ok = v.get<uint64_t>() <= uint64_t(std::numeric_limits<T>::max());
+    } else if (ok) {
+      const int64_t x = v.get<int64_t>();
+      ok = x >= 0 ? uint64_t(x) <= uint64_t(std::numeric_limits<T>::max())
+                  : std::is_signed_v<T> && x >= int64_t(std::numeric_limits<T>::min());
+    }
+    LOWBIT_CHECK(ok, FormatError, "quantization config: '{}' must be an integer in [{}, {}], got {}", key,
+                 std::numeric_limits<T>::min(), std::numeric_limits<T>::max(), json_excerpt(v));
+    out = v.is_number_unsigned() ? T(v.get<uint64_t>()) : T(v.get<int64_t>());
+  }
 }
 }  // namespace
 
@@ -74,55 +107,58 @@ nlohmann::json QuantConfig::to_json() const {
 QuantConfig QuantConfig::from_json(const nlohmann::json& j) {
   QuantConfig c;
   try {
-    int v = j.at("lowbit_quant_config_version").get<int>();
+    int v = 0;
+    read(j, "lowbit_quant_config_version", v);
     LOWBIT_CHECK(v == 1 || v == kVersion, FormatError, "quantization config version {} is not supported (this lowbit reads {})",
                  v, kVersion);
     c.recipe = j.value("recipe", "");
     auto& w = j.at("weights");
-    c.w_bits = w.at("w_bits");
-    c.w_groupsize = w.at("w_groupsize");
-    c.w_asym = w.at("w_asym");
-    c.w_rtn = w.at("w_rtn");
-    c.w_clip = w.at("w_clip");
-    c.percdamp = w.at("percdamp");
-    c.act_order = w.at("act_order");
-    c.static_groups = w.at("static_groups");
-    c.use_v2 = w.at("use_v2");
-    c.v2_alpha = w.at("v2_alpha");
-    c.blocksize = w.at("blocksize");
-    c.lm_head_w_bits = w.at("lm_head_w_bits");
+    read(w, "w_bits", c.w_bits);
+    read(w, "w_groupsize", c.w_groupsize);
+    read(w, "w_asym", c.w_asym);
+    read(w, "w_rtn", c.w_rtn);
+    read(w, "w_clip", c.w_clip);
+    read(w, "percdamp", c.percdamp);
+    read(w, "act_order", c.act_order);
+    read(w, "static_groups", c.static_groups);
+    read(w, "use_v2", c.use_v2);
+    read(w, "v2_alpha", c.v2_alpha);
+    read(w, "blocksize", c.blocksize);
+    read(w, "lm_head_w_bits", c.lm_head_w_bits);
     auto& a = j.at("activations");
-    c.a_bits = a.at("a_bits");
-    c.a_groupsize = a.at("a_groupsize");
-    c.a_asym = a.at("a_asym");
-    c.a_clip_ratio = a.at("a_clip_ratio");
-    c.a_auto_asym = a.at("a_auto_asym");
-    c.auto_asym_t1 = a.at("auto_asym_t1");
-    c.auto_asym_t2 = a.at("auto_asym_t2");
-    c.lm_head_a_bits = a.at("lm_head_a_bits");
+    read(a, "a_bits", c.a_bits);
+    read(a, "a_groupsize", c.a_groupsize);
+    read(a, "a_asym", c.a_asym);
+    read(a, "a_clip_ratio", c.a_clip_ratio);
+    read(a, "a_auto_asym", c.a_auto_asym);
+    read(a, "auto_asym_t1", c.auto_asym_t1);
+    read(a, "auto_asym_t2", c.auto_asym_t2);
+    read(a, "lm_head_a_bits", c.lm_head_a_bits);
     auto& k = j.at("kv_cache");
-    c.k_bits = k.at("k_bits");
-    c.v_bits = k.at("v_bits");
-    c.k_groupsize = k.at("k_groupsize");
-    c.v_groupsize = k.at("v_groupsize");
-    c.k_asym = k.at("k_asym");
-    c.v_asym = k.at("v_asym");
-    c.k_clip_ratio = k.at("k_clip_ratio");
-    c.v_clip_ratio = k.at("v_clip_ratio");
+    read(k, "k_bits", c.k_bits);
+    read(k, "v_bits", c.v_bits);
+    read(k, "k_groupsize", c.k_groupsize);
+    read(k, "v_groupsize", c.v_groupsize);
+    read(k, "k_asym", c.k_asym);
+    read(k, "v_asym", c.v_asym);
+    read(k, "k_clip_ratio", c.k_clip_ratio);
+    read(k, "v_clip_ratio", c.v_clip_ratio);
     auto& r = j.at("rotation");
-    c.rotate = r.at("rotate");
-    c.rotate_seed = r.at("rotate_seed");
+    read(r, "rotate", c.rotate);
+    read(r, "rotate_seed", c.rotate_seed);
     // v1 accepted fp32_had but always ran the transforms in f32.
-    c.fp32_had = v == 1 ? true : r.at("fp32_had").get<bool>();
-    c.rotate_mode = v == 1 ? "hadamard" : r.at("rotate_mode").get<std::string>();
+    c.fp32_had = true;
+    if (v != 1) read(r, "fp32_had", c.fp32_had);
+    c.rotate_mode = "hadamard";
+    if (v != 1) read(r, "rotate_mode", c.rotate_mode);
     auto& cal = j.at("calibration");
-    c.cal_dataset = cal.at("cal_dataset");
-    c.cal_begin = cal.at("cal_begin");
-    c.cal_end = cal.at("cal_end");
-    c.nsamples = cal.at("nsamples");
-    c.cal_seqlen = cal.at("cal_seqlen");
-    c.seed = cal.at("seed");
-    c.enable_aq_calibration = cal.at("enable_aq_calibration");
+    read(cal, "cal_dataset", c.cal_dataset);
+    read(cal, "cal_begin", c.cal_begin);
+    read(cal, "cal_end", c.cal_end);
+    read(cal, "nsamples", c.nsamples);
+    read(cal, "cal_seqlen", c.cal_seqlen);
+    read(cal, "seed", c.seed);
+    read(cal, "enable_aq_calibration", c.enable_aq_calibration);
   } catch (const nlohmann::json::exception& e) {
     throw FormatError(fmt::format("quantization config: {}", e.what()));
   }
