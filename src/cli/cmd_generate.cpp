@@ -1,6 +1,7 @@
 // lowbit generate — text continuation with the KV cache; with --image, a vision-language model
-// (LLaVA-1.5, either layout) answers about the images: the prompt rendered by --template, each
-// <image> expanded to the image's tokens, the image features written into their embeddings.
+// (LLaVA-1.5 in either layout, LLaVA-NeXT, Idefics3 / SmolVLM: models/vlm.h) answers about the
+// images: the prompt rendered by --template, each <image> expanded to the image's tokens as the
+// family's HF processor does, the image features written into their embeddings.
 #include <chrono>
 #include <nlohmann/json.hpp>
 
@@ -11,6 +12,7 @@
 #include "io/image.h"
 #include "io/tokenizer.h"
 #include "models/llava.h"
+#include "models/vlm.h"
 #include "models/loader.h"
 #include "models/templates.h"
 
@@ -59,13 +61,16 @@ void add_generate(CLI::App& app, Common& common, Runner* run) {
     const bool vlm = is_vlm_dir(o->model);
     const int64_t n_images = int64_t(o->images.size());
     LOWBIT_CHECK(vlm || n_images == 0, ArgError,
-                 "--image: {} is a text-only model; images need a vision-language model (LLaVA-1.5)", o->model);
+                 "--image: {} is a text-only model; images need a vision-language model (LLaVA-1.5, LLaVA-NeXT, "
+                 "Idefics3/SmolVLM)",
+                 o->model);
     LOWBIT_CHECK(o->vision_tower.empty() || is_llava_original_dir(o->model), ArgError,
                  "--vision-tower is only for the original LLaVA layout (LlavaLlamaForCausalLM); {} is not one",
                  o->model);
     const std::string tname = resolve_template(o->template_name, o->model);
     // The prompt actually used; a text-only model's raw prompt is taken as is (<image> is just text there).
-    const std::string text = !vlm && tname == "raw" ? o->prompt : render_prompt(tname, o->prompt, n_images);
+    const std::string text = !vlm && tname == "raw" ? o->prompt
+                                                    : render_prompt(tname, o->prompt, n_images, template_context(o->model));
     std::vector<Image> images;  // decoded (and checked) before any model is loaded
     for (const std::string& f : o->images) images.push_back(decode_image(f, o->max_image_pixels));
 
@@ -79,20 +84,18 @@ void add_generate(CLI::App& app, Common& common, Runner* run) {
     int64_t image_tokens = 0;
     double secs = 0;
     if (vlm) {
-      LlavaModel m = LlavaModel::load(o->model, o->vision_tower);
+      std::unique_ptr<Vlm> m = load_vlm(o->model, o->vision_tower);
       tok = load_tokenizer(o->model, o->tokenizer);
-      prompt = m.prompt_ids(*tok, text, n_images);
+      for (int64_t k : m->set_images(images)) image_tokens += k;
+      prompt = m->prompt_ids(*tok, text);
       LOWBIT_CHECK(!prompt.empty(), ArgError, "empty --prompt and the tokenizer has no BOS token to start from");
-      image_tokens = n_images * m.cfg.features_per_image();
-      go.eos_id = tok->eos_id() >= 0 ? tok->eos_id() : m.cfg.text.eos_token_id;
+      go.eos_id = tok->eos_id() >= 0 ? tok->eos_id() : m->language().cfg.eos_token_id;
       auto t0 = std::chrono::steady_clock::now();
       if (n_images == 0) {
-        ids = generate(m.language, prompt, go);
+        ids = generate(m->language(), prompt, go);
       } else {
-        const Tensor feat = m.image_features(m.pixel_values(images));
-        std::vector<float> x(prompt.size() * size_t(m.cfg.text.hidden_size));
-        m.embed_multimodal(prompt.data(), int64_t(prompt.size()), feat, x.data());
-        ids = generate_from_embeds(m.language, x, int64_t(prompt.size()), go);
+        const std::vector<float> x = m->embed(prompt);
+        ids = generate_from_embeds(m->language(), x, int64_t(prompt.size()), go);
       }
       secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     } else {

@@ -5,7 +5,9 @@
 #include "core/error.h"
 #include "eval/inspect.h"
 #include "io/files.h"
+#include "models/idefics3.h"
 #include "models/llava.h"
+#include "models/llava_next.h"
 #include "models/loader.h"
 #include "quant/checkpoint.h"
 
@@ -27,8 +29,15 @@ void add_inspect(CLI::App& app, Common& common, Runner* run) {
     const bool vlm = !is_quantized_checkpoint(*model) && is_vlm_dir(*model);
     LOWBIT_CHECK(vlm || tower->empty(), ArgError,
                  "--vision-tower is only for the original LLaVA layout (LlavaLlamaForCausalLM); {} is not one", *model);
-    // A VLM shows its towers (vision encoder, projector, decoder), each linear with its statistics.
-    nlohmann::json r = vlm ? inspect_llava(LlavaModel::load(*model, *tower)) : inspect_model(load_model(*model));
+    // A VLM shows its towers (vision encoder, projector or connector, decoder), each linear with
+    // its statistics.
+    LOWBIT_CHECK(tower->empty() || is_llava_original_dir(*model), ArgError,
+                 "--vision-tower is only for the original LLaVA layout (LlavaLlamaForCausalLM); {} is not one", *model);
+    nlohmann::json r;
+    if (!vlm) r = inspect_model(load_model(*model));
+    else if (is_llava_next_dir(*model)) r = inspect_llava_next(LlavaNextModel::load(*model));
+    else if (is_idefics3_dir(*model)) r = inspect_idefics3(Idefics3Model::load(*model));
+    else r = inspect_llava(LlavaModel::load(*model, *tower));
     std::fputs(format_inspect(r).c_str(), stdout);
     if (!out->empty()) write_file_atomic(*out, r.dump(2) + "\n");
     return 0;

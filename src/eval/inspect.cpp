@@ -78,27 +78,26 @@ nlohmann::json inspect_model(const LlamaModel& m) {
   return r;
 }
 
-nlohmann::json inspect_llava(const LlavaModel& m) {
-  using json = nlohmann::json;
-  const json lang = inspect_model(m.language);
-  std::map<std::string, int64_t> dtypes = lang["dtypes"].get<std::map<std::string, int64_t>>();
-  int64_t params = lang["parameters"].get<int64_t>();
-  json all = json::array();
+namespace {
 
-  const ClipVisionConfig& vc = m.cfg.vision;
+// The vision encoder as a tower: patch embedding + every layer's linears, the embeddings and
+// norms it has (CLIP: class embedding and pre-layernorm; SigLIP: neither, a post-layernorm).
+nlohmann::json vision_tower_json(const ClipVisionTower& v, int64_t layers_used, std::map<std::string, int64_t>& dtypes) {
+  using json = nlohmann::json;
+  const ClipVisionConfig& vc = v.cfg;
   json vlin = json::array();
   int64_t vparams = 0;
   auto vtensor = [&](const Tensor& t) {
-    if (!t.defined()) return;
+    if (!t.defined()) return;  // SigLIP has no class embedding or pre-norm; some files no post-norm
     vparams += t.numel();
     dtypes[dtype_name(t.dtype())] += t.numel();
   };
-  vlin.push_back(linear_entry(m.vision.patch_embed, dtypes));
-  vparams += linear_params(m.vision.patch_embed);
-  for (const Tensor* t : {&m.vision.class_embedding, &m.vision.position_embedding, &m.vision.pre_norm_w,
-                          &m.vision.pre_norm_b, &m.vision.post_norm_w, &m.vision.post_norm_b})
+  vlin.push_back(linear_entry(v.patch_embed, dtypes));
+  vparams += linear_params(v.patch_embed);
+  for (const Tensor* t : {&v.class_embedding, &v.position_embedding, &v.pre_norm_w, &v.pre_norm_b, &v.post_norm_w,
+                          &v.post_norm_b})
     vtensor(*t);
-  for (const ClipLayer& L : m.vision.layers) {
+  for (const ClipLayer& L : v.layers) {
     for (const Tensor* t : {&L.ln1_w, &L.ln1_b, &L.ln2_w, &L.ln2_b}) vtensor(*t);
     for (const auto& g : L.groups())
       for (const Linear* lin : g) {
@@ -106,22 +105,59 @@ nlohmann::json inspect_llava(const LlavaModel& m) {
         vparams += linear_params(*lin);
       }
   }
+  return {{"name", "vision"},
+          {"kind", vc.is_siglip() ? "siglip" : "clip_vit"},
+          {"model_type", vc.model_type},
+          {"layers", vc.num_layers},
+          {"layers_used", layers_used},
+          {"hidden", vc.hidden_size},
+          {"ffn", vc.intermediate_size},
+          {"heads", vc.num_heads},
+          {"image_size", vc.image_size},
+          {"patch_size", vc.patch_size},
+          {"class_token", vc.class_token},
+          {"pre_norm", vc.pre_norm},
+          {"post_norm", v.post_norm_w.defined()},
+          {"parameters", vparams},
+          {"linears", vlin}};
+}
+
+nlohmann::json language_tower_json(const nlohmann::json& lang, int64_t layers) {
+  return {{"name", "language"}, {"kind", "llama_decoder"}, {"layers", layers},
+          {"parameters", lang["parameters"]}, {"linears", lang["linears"]}};
+}
+
+// The whole report: the language model's, then the towers in order, their linears concatenated.
+nlohmann::json towers_report(const nlohmann::json& lang, std::map<std::string, int64_t>& dtypes,
+                             std::vector<nlohmann::json> towers, const std::string& dir, const std::string& arch) {
+  using json = nlohmann::json;
+  json all = json::array();
+  int64_t params = 0;
+  for (const json& t : towers) {
+    params += t["parameters"].get<int64_t>();
+    for (const json& l : t["linears"]) all.push_back(l);
+  }
+  json r = lang;
+  r["model"] = dir;
+  r["architecture"] = arch;
+  r["parameters"] = params;
+  r["dtypes"] = dtypes;
+  r["towers"] = towers;
+  r["linears"] = all;
+  return r;
+}
+
+}  // namespace
+
+nlohmann::json inspect_llava(const LlavaModel& m) {
+  using json = nlohmann::json;
+  const json lang = inspect_model(m.language);
+  std::map<std::string, int64_t> dtypes = lang["dtypes"].get<std::map<std::string, int64_t>>();
   std::vector<int64_t> states = m.cfg.feature_states();
-  const int64_t used = *std::max_element(states.begin(), states.end());
-  json vision = {{"name", "vision"},
-                 {"kind", "clip_vit"},
-                 {"layers", vc.num_layers},
-                 {"layers_used", used},
-                 {"hidden", vc.hidden_size},
-                 {"ffn", vc.intermediate_size},
-                 {"heads", vc.num_heads},
-                 {"image_size", vc.image_size},
-                 {"patch_size", vc.patch_size},
-                 {"feature_layers", m.cfg.vision_feature_layers},
-                 {"keep_cls", m.cfg.keep_cls},
-                 {"features_per_image", m.cfg.features_per_image()},
-                 {"parameters", vparams},
-                 {"linears", vlin}};
+  json vision = vision_tower_json(m.vision, *std::max_element(states.begin(), states.end()), dtypes);
+  vision["feature_layers"] = m.cfg.vision_feature_layers;
+  vision["keep_cls"] = m.cfg.keep_cls;
+  vision["features_per_image"] = m.cfg.features_per_image();
   if (!m.vision_dir.empty()) vision["dir"] = m.vision_dir;
 
   json plin = json::array();
@@ -132,19 +168,46 @@ nlohmann::json inspect_llava(const LlavaModel& m) {
   }
   json projector = {{"name", "projector"}, {"kind", "mlp2x_gelu"}, {"in", m.projector.d_in}, {"out", m.projector.d},
                     {"parameters", pparams},  {"linears", plin}};
-  json language = {{"name", "language"}, {"kind", "llama_decoder"}, {"layers", m.cfg.text.num_layers},
-                   {"parameters", params},  {"linears", lang["linears"]}};
-  for (const json* t : {&vision, &projector, &language})
-    for (const json& l : (*t)["linears"]) all.push_back(l);
-
-  json r = lang;
-  r["model"] = m.dir;
-  r["architecture"] = m.cfg.architecture;
+  json r = towers_report(lang, dtypes, {vision, projector, language_tower_json(lang, m.cfg.text.num_layers)}, m.dir,
+                         m.cfg.architecture);
   r["image_token_index"] = m.cfg.image_token_index;
-  r["parameters"] = params + vparams + pparams;
-  r["dtypes"] = dtypes;
-  r["towers"] = json::array({vision, projector, language});
-  r["linears"] = all;
+  return r;
+}
+
+nlohmann::json inspect_llava_next(const LlavaNextModel& m) {
+  using json = nlohmann::json;
+  json r = inspect_llava(m.llava);
+  // image_newline [d] belongs to the projector's side (it is written between packed tile rows).
+  json& projector = r["towers"][1];
+  projector["image_newline"] = m.image_newline.numel();
+  projector["parameters"] = projector["parameters"].get<int64_t>() + m.image_newline.numel();
+  r["parameters"] = r["parameters"].get<int64_t>() + m.image_newline.numel();
+  r["dtypes"][dtype_name(m.image_newline.dtype())] =
+      r["dtypes"].value(dtype_name(m.image_newline.dtype()), int64_t(0)) + m.image_newline.numel();
+  json pins = json::array();
+  for (const auto& [h, w] : m.cfg.image_grid_pinpoints) pins.push_back({h, w});
+  r["towers"][0]["image_grid_pinpoints"] = pins;
+  r["towers"][0]["features_per_tile"] = m.cfg.llava.features_per_image();
+  r["architecture"] = m.cfg.architecture.empty() ? m.cfg.llava.architecture : m.cfg.architecture;
+  return r;
+}
+
+nlohmann::json inspect_idefics3(const Idefics3Model& m) {
+  using json = nlohmann::json;
+  const json lang = inspect_model(m.language);
+  std::map<std::string, int64_t> dtypes = lang["dtypes"].get<std::map<std::string, int64_t>>();
+  json vision = vision_tower_json(m.vision, m.cfg.vision.num_layers, dtypes);
+  vision["features_per_frame"] = m.cfg.features_per_frame();
+  json connector = {{"name", "connector"},
+                    {"kind", "pixel_shuffle_linear"},
+                    {"scale_factor", m.cfg.scale_factor},
+                    {"in", m.connector.d_in},
+                    {"out", m.connector.d},
+                    {"parameters", linear_params(m.connector.proj)},
+                    {"linears", json::array({linear_entry(m.connector.proj, dtypes)})}};
+  json r = towers_report(lang, dtypes, {vision, connector, language_tower_json(lang, m.cfg.text.num_layers)}, m.dir,
+                         m.cfg.architecture);
+  r["image_token_id"] = m.cfg.image_token_id;
   return r;
 }
 
@@ -178,17 +241,36 @@ std::string format_inspect(const nlohmann::json& r) {
     for (const auto& t : r["towers"]) {
       const std::string name = t["name"].get<std::string>();
       s += "\n";
-      if (name == "vision")
-        s += fmt::format("[vision] CLIP ViT: layers {} (features from hidden state {}, {} layers run)  hidden {}  "
-                         "ffn {}  heads {}  image {}  patch {}  {} features/image{}  parameters {}\n",
-                         t["layers"].get<int64_t>(), t["feature_layers"].dump(), t["layers_used"].get<int64_t>(),
+      if (name == "vision") {
+        const bool siglip = t.value("kind", std::string()) == "siglip";
+        std::string feat;
+        if (t.contains("feature_layers"))
+          feat = fmt::format("features from hidden state {}, {} layers run; ", t["feature_layers"].dump(),
+                             t["layers_used"].get<int64_t>());
+        std::string per;
+        if (t.contains("features_per_tile"))
+          per = fmt::format("  {} features/tile + unpadded grid rows (anyres {})", t["features_per_tile"].get<int64_t>(),
+                            t["image_grid_pinpoints"].dump());
+        else if (t.contains("features_per_image"))
+          per = fmt::format("  {} features/image{}", t["features_per_image"].get<int64_t>(),
+                            t["keep_cls"].get<bool>() ? " (CLS kept)" : "");
+        else if (t.contains("features_per_frame"))
+          per = fmt::format("  {} features/frame", t["features_per_frame"].get<int64_t>());
+        s += fmt::format("[vision] {}: layers {} ({}{})  hidden {}  ffn {}  heads {}  image {}  patch {}{}  parameters {}\n",
+                         siglip ? "SigLIP ViT" : "CLIP ViT", t["layers"].get<int64_t>(), feat,
+                         siglip ? "no class token, post-layernorm" : "class token, pre-layernorm",
                          t["hidden"].get<int64_t>(), t["ffn"].get<int64_t>(), t["heads"].get<int64_t>(),
-                         t["image_size"].get<int64_t>(), t["patch_size"].get<int64_t>(),
-                         t["features_per_image"].get<int64_t>(), t["keep_cls"].get<bool>() ? " (CLS kept)" : "",
+                         t["image_size"].get<int64_t>(), t["patch_size"].get<int64_t>(), per,
                          t["parameters"].get<int64_t>());
-      else if (name == "projector")
-        s += fmt::format("[projector] {}: {} -> {}  parameters {}\n", t["kind"].get<std::string>(),
-                         t["in"].get<int64_t>(), t["out"].get<int64_t>(), t["parameters"].get<int64_t>());
+      } else if (name == "projector") {
+        s += fmt::format("[projector] {}: {} -> {}{}  parameters {}\n", t["kind"].get<std::string>(),
+                         t["in"].get<int64_t>(), t["out"].get<int64_t>(),
+                         t.contains("image_newline") ? "  + image_newline" : "", t["parameters"].get<int64_t>());
+      } else if (name == "connector") {
+        s += fmt::format("[connector] pixel shuffle x{} + linear: {} -> {}  parameters {}\n",
+                         t["scale_factor"].get<int64_t>(), t["in"].get<int64_t>(), t["out"].get<int64_t>(),
+                         t["parameters"].get<int64_t>());
+      }
       else
         s += fmt::format("[language] LLaMA decoder: layers {}  hidden {}  ffn {}  heads {}  kv heads {}  head_dim {}  "
                          "vocab {}  context {}  tied embeddings: {}  parameters {}\n",

@@ -5,7 +5,9 @@
 #include <nlohmann/json.hpp>
 
 #include "models/llama.h"
+#include "models/idefics3.h"
 #include "models/llava.h"
+#include "models/llava_next.h"
 
 namespace lowbit {
 
@@ -21,6 +23,12 @@ std::string format_inspect(const nlohmann::json& report);  // human-readable tab
 // linears and the patch embedding), the projector and the decoder (the LLaMA report's
 // config), each with per-linear statistics; "linears" holds all of them in that order and
 // "parameters" counts all three. format_inspect prints it tower by tower.
+// The vision tower's entry says its kind ("clip_vit" or "siglip": no class embedding, no
+// pre-layernorm, a post-layernorm) and counts only the tensors it has.
 nlohmann::json inspect_llava(const LlavaModel& m);
+// LLaVA-NeXT: LLaVA's towers, image_newline counted with the projector, the grid pinpoints.
+nlohmann::json inspect_llava_next(const LlavaNextModel& m);
+// Idefics3 / SmolVLM: the SigLIP tower, the connector (pixel shuffle + linear), the decoder.
+nlohmann::json inspect_idefics3(const Idefics3Model& m);
 
 }  // namespace lowbit

@@ -37,15 +37,16 @@ json text_config_with_defaults(json t) {
   return t;
 }
 
-LlavaConfig parse_llava(const json& j, const std::string& path) {
+LlavaConfig parse_llava(const json& j, const std::string& path, const LlavaFamily& family) {
   LOWBIT_CHECK(j.is_object(), ConfigError, "{}: config must be a JSON object", path);
   LlavaConfig c;
   if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty())
     c.architecture = j["architectures"][0].get<std::string>();
   const std::string type = j.value("model_type", std::string());
-  LOWBIT_CHECK(c.architecture == "LlavaForConditionalGeneration" || (c.architecture.empty() && type == "llava"),
-               ConfigError, "{}: architecture '{}' (model_type '{}') is not LlavaForConditionalGeneration", path,
-               c.architecture, type);
+  LOWBIT_CHECK(c.architecture == family.architecture || (c.architecture.empty() && type == family.model_type),
+               ConfigError, "{}: architecture '{}' (model_type '{}') is not {}", path, c.architecture, type,
+               family.architecture);
+  if (c.architecture.empty()) c.architecture = family.architecture;
   LOWBIT_CHECK(j.contains("text_config") && j["text_config"].is_object(), ConfigError,
                "{}: missing object 'text_config'", path);
   LOWBIT_CHECK(j.contains("vision_config") && j["vision_config"].is_object(), ConfigError,
@@ -93,9 +94,9 @@ LlavaConfig parse_llava(const json& j, const std::string& path) {
 
 }  // namespace
 
-LlavaConfig LlavaConfig::from_json(const json& j, const std::string& path) {
+LlavaConfig LlavaConfig::from_json(const json& j, const std::string& path, const LlavaFamily& family) {
   try {
-    return parse_llava(j, path);
+    return parse_llava(j, path, family);
   } catch (const json::exception& e) {
     throw ConfigError(fmt::format("{}: {}", path, e.what()));
   }
@@ -443,15 +444,27 @@ Tensor LlavaModel::image_features(const Tensor& pixel_values, const ForwardOptio
   return Tensor::from_vector(st.x, {n * F, projector.d});
 }
 
-void LlavaModel::embed_multimodal(const int32_t* ids, int64_t T, const Tensor& features, float* x) const {
+void LlavaModel::embed_multimodal(const int32_t* ids, int64_t T, const Tensor& features, float* x,
+                                  const std::vector<int64_t>* tokens_per_image) const {
   const int64_t d = cfg.text.hidden_size, F = cfg.features_per_image();
   const int64_t n = features.defined() ? features.size(0) : 0;
   LOWBIT_ASSERT(!features.defined() || (features.dim() == 2 && features.size(1) == d && features.dtype() == DType::F32));
   const int64_t n_tok = std::count(ids, ids + T, cfg.image_token_index);
-  LOWBIT_CHECK(n_tok == n, ArgError,
-               "the prompt has {} image tokens (id {}) but the images give {} features ({} image(s) x {}); "
-               "each image needs {} image tokens",
-               n_tok, cfg.image_token_index, n, n / F, F, F);
+  if (n_tok != n) {
+    std::string why;
+    if (tokens_per_image) {
+      std::string per;
+      for (int64_t k : *tokens_per_image) per += fmt::format("{}{}", per.empty() ? "" : ", ", k);
+      why = tokens_per_image->empty() ? "no image"
+                                      : fmt::format("{} image(s) needing {} image tokens", tokens_per_image->size(), per);
+    } else if (cfg.architecture == kLlavaNextFamily.architecture) {
+      why = "LLaVA-NeXT: each image's count depends on its size, see LlavaNextModel::image_tokens";
+    } else {
+      why = fmt::format("{} image(s) x {}; each image needs {} image tokens", n / F, F, F);
+    }
+    throw ArgError(fmt::format("the prompt has {} image tokens (id {}) but the images give {} features ({})", n_tok,
+                               cfg.image_token_index, n, why));
+  }
   const float* feat = n ? features.data<float>() : nullptr;
   int64_t j = 0;
   for (int64_t t = 0; t < T; ++t) {
@@ -491,8 +504,15 @@ Tensor LlavaModel::pixel_values(const std::vector<Image>& images) const {
 }
 
 std::vector<int32_t> LlavaModel::prompt_ids(const Tokenizer& tok, const std::string& text, int64_t n_images) const {
+  return prompt_ids(tok, text, std::vector<int64_t>(size_t(std::max<int64_t>(n_images, 0)), cfg.features_per_image()));
+}
+
+std::vector<int32_t> LlavaModel::prompt_ids(const Tokenizer& tok, const std::string& text,
+                                            const std::vector<int64_t>& tokens_per_image) const {
   static const std::string kImage = "<image>";
-  const int64_t F = cfg.features_per_image();
+  const int64_t n_images = int64_t(tokens_per_image.size());
+  int64_t total = 0;
+  for (int64_t k : tokens_per_image) total += k;
   std::vector<std::string> pieces;  // text split at each <image>
   for (size_t at = 0;;) {
     const size_t p = text.find(kImage, at);
@@ -508,24 +528,26 @@ std::vector<int32_t> LlavaModel::prompt_ids(const Tokenizer& tok, const std::str
   if (cfg.original_layout) {
     // tokenizer_image_token: each piece on its own, the image's tokens between them.
     for (size_t k = 0; k < pieces.size(); ++k) {
-      if (k > 0) ids.insert(ids.end(), size_t(F), cfg.image_token_index);
+      if (k > 0) ids.insert(ids.end(), size_t(tokens_per_image[k - 1]), cfg.image_token_index);
       const std::vector<int32_t> e = tok.encode(pieces[k]);
       ids.insert(ids.end(), e.begin(), e.end());
     }
     return ids;
   }
-  // LlavaProcessor: each "<image>" repeated F times in the text, then the text encoded.
+  // LlavaProcessor / LlavaNextProcessor: the k-th "<image>" repeated tokens_per_image[k] times in the
+  // text, then the text encoded.
   std::string expanded = pieces[0];
   for (size_t k = 1; k < pieces.size(); ++k) {
-    for (int64_t f = 0; f < F; ++f) expanded += kImage;
+    for (int64_t f = 0; f < tokens_per_image[k - 1]; ++f) expanded += kImage;
     expanded += pieces[k];
   }
   const std::vector<int32_t> e = tok.encode(expanded);
   ids.insert(ids.end(), e.begin(), e.end());
   const int64_t got = std::count(ids.begin(), ids.end(), cfg.image_token_index);
-  LOWBIT_CHECK(got == n_images * F, ConfigError,
-               "{}: the tokenizer does not encode <image> as the image token {} ({} image tokens for {} image(s) x {})",
-               dir, cfg.image_token_index, got, n_images, F);
+  LOWBIT_CHECK(got == total, ConfigError,
+               "{}: the tokenizer does not encode <image> as the image token {} ({} image tokens where the {} image(s) "
+               "need {})",
+               dir, cfg.image_token_index, got, n_images, total);
   return ids;
 }
 

@@ -48,8 +48,18 @@ namespace lowbit {
 // kOriginalImageTokenIndex (LLaVA's IMAGE_TOKEN_INDEX, outside the vocabulary; never embedded).
 inline constexpr int32_t kOriginalImageTokenIndex = -200;
 
+// A HF checkpoint class whose config LlavaConfig::from_json parses: architectures[0], or
+// model_type when the config names no architecture.
+struct LlavaFamily {
+  const char* architecture;
+  const char* model_type;
+};
+inline constexpr LlavaFamily kLlavaFamily{"LlavaForConditionalGeneration", "llava"};
+inline constexpr LlavaFamily kLlavaNextFamily{"LlavaNextForConditionalGeneration", "llava_next"};
+
 struct LlavaConfig {
-  std::string architecture;  // LlavaForConditionalGeneration | LlavaLlamaForCausalLM (original layout)
+  // LlavaForConditionalGeneration | LlavaNextForConditionalGeneration | LlavaLlamaForCausalLM (original layout)
+  std::string architecture;
   bool original_layout = false;
   std::string mm_vision_tower;  // original layout: the tower the checkpoint was trained with (a name)
   bool pad_to_square = false;   // original layout: image_aspect_ratio pad
@@ -63,7 +73,10 @@ struct LlavaConfig {
   std::vector<int64_t> vision_feature_layers = {-2};
   bool keep_cls = false;  // vision_feature_select_strategy: default (drop CLS) | full (keep it)
 
-  static LlavaConfig from_json(const nlohmann::json& j, const std::string& path);
+  // The text/vision/projector keys shared by LLaVA-1.5 and LLaVA-NeXT; the config must name
+  // `family` (ConfigError otherwise). architecture is the file's (or family's) class name.
+  static LlavaConfig from_json(const nlohmann::json& j, const std::string& path,
+                               const LlavaFamily& family = kLlavaFamily);
   // Original layout: the checkpoint's config.json and the vision tower's vision config.
   static LlavaConfig from_original_json(const nlohmann::json& j, const std::string& path,
                                         const ClipVisionConfig& vision);
@@ -128,6 +141,10 @@ class LlavaModel {
   // pixel_values [n, C, S, S] f32 of decoded images through the processor (pad first for the
   // original layout's image_aspect_ratio pad).
   Tensor pixel_values(const std::vector<Image>& images) const;
+  // The prompt's ids with the k-th `<image>` of `text` expanded to tokens_per_image[k] image
+  // tokens (LLaVA-NeXT: each image its own count), otherwise as below.
+  std::vector<int32_t> prompt_ids(const Tokenizer& tok, const std::string& text,
+                                  const std::vector<int64_t>& tokens_per_image) const;
   // The prompt's ids with each `<image>` of `text` expanded to features_per_image() image tokens,
   // exactly as the HF processor (HF layout: the placeholder repeated in the text, then encoded)
   // or LLaVA's tokenizer_image_token (original layout) does; BOS first when the tokenizer adds
@@ -139,8 +156,11 @@ class LlavaModel {
   // [n_images · F, d] f32 (ShapeError naming the tensor when the shape is not that).
   Tensor image_features(const Tensor& pixel_values, const ForwardOptions& opt = {}) const;
   // x [T, d]: the token embeddings of ids with the rows of image tokens replaced, in order,
-  // by the rows of features [n, d]. ArgError when the prompt's image tokens are not n.
-  void embed_multimodal(const int32_t* ids, int64_t T, const Tensor& features, float* x) const;
+  // by the rows of features [n, d]. ArgError when the prompt's image tokens are not n; its message
+  // gives *tokens_per_image (LLaVA-NeXT's per-image counts) when given, else features_per_image()
+  // per image.
+  void embed_multimodal(const int32_t* ids, int64_t T, const Tensor& features, float* x,
+                        const std::vector<int64_t>* tokens_per_image = nullptr) const;
   // Logits [T, vocab] (or [1, vocab] with last_only) of the prompt ids with the images'
   // features in its image tokens; an undefined pixel_values means text only. Advances the cache.
   Tensor forward(const int32_t* ids, int64_t T, const Tensor& pixel_values, KVCache* cache = nullptr,

@@ -49,12 +49,8 @@ LlavaNextConfig parse_llava_next(const json& j, const std::string& path) {
   if (j.contains("image_grid_pinpoints") && !j["image_grid_pinpoints"].is_null())
     c.image_grid_pinpoints = parse_grid_pinpoints(j["image_grid_pinpoints"], "image_grid_pinpoints", path);
 
-  // Everything else is LLaVA's: parse it through LlavaConfig under LLaVA's name.
-  json as_llava = j;
-  as_llava["architectures"] = json::array({"LlavaForConditionalGeneration"});
-  as_llava["model_type"] = "llava";
-  c.llava = LlavaConfig::from_json(as_llava, path);
-  c.llava.architecture = c.architecture.empty() ? "LlavaNextForConditionalGeneration" : c.architecture;
+  // Everything else (text, vision, projector, image token, feature layers) is LLaVA's.
+  c.llava = LlavaConfig::from_json(j, path, kLlavaNextFamily);
   LOWBIT_CHECK(c.llava.vision.class_token, ConfigError, "{}: LLaVA-NeXT needs a CLIP tower with a class token", path);
   const int64_t s = c.tile_size();
   LOWBIT_CHECK(s > 0 && s % c.llava.vision.patch_size == 0, ConfigError,
@@ -92,6 +88,34 @@ int64_t LlavaNextConfig::image_tokens(Resolution image_size) const {
   const int64_t G = tile_grid();
   const UnpadExtent u = unpad_extent(image_size, rows * G, cols * G);
   return G * G + u.rows() * (u.cols() + 1);
+}
+
+std::vector<int64_t> LlavaNextModel::image_tokens_per_image(const std::vector<Resolution>& image_sizes) const {
+  std::vector<int64_t> k;
+  for (const Resolution& s : image_sizes) k.push_back(cfg.image_tokens(s));
+  return k;
+}
+
+std::vector<int32_t> LlavaNextModel::prompt_ids(const Tokenizer& tok, const std::string& text,
+                                                const std::vector<Resolution>& image_sizes) const {
+  return llava.prompt_ids(tok, text, image_tokens_per_image(image_sizes));
+}
+
+void LlavaNextModel::embed_multimodal(const int32_t* ids, int64_t T, const Tensor& features,
+                                      const std::vector<Resolution>& image_sizes, float* x) const {
+  const int64_t n_feat = features.defined() ? features.size(0) : 0;
+  const int32_t tok = cfg.llava.image_token_index;
+  const int64_t n_tok = std::count(ids, ids + T, tok);
+  if (n_tok != n_feat) {
+    std::string per;
+    for (const auto& [h, w] : image_sizes)
+      per += fmt::format("{}{}x{}: {}", per.empty() ? "" : ", ", w, h, cfg.image_tokens({h, w}));
+    throw ArgError(fmt::format("the prompt has {} image tokens (id {}) but the images give {} features ({})", n_tok,
+                               tok, n_feat,
+                               per.empty() ? std::string("no image") : "image tokens per image, width x height: " + per));
+  }
+  const std::vector<int64_t> per_image = image_tokens_per_image(image_sizes);
+  llava.embed_multimodal(ids, T, features, x, &per_image);
 }
 
 bool is_llava_next_dir(const std::string& dir) {
@@ -199,18 +223,8 @@ Tensor LlavaNextModel::forward(const int32_t* ids, int64_t T, const Tensor& pixe
                                const std::vector<Resolution>& image_sizes, KVCache* cache, const ForwardOptions& opt) {
   LOWBIT_CHECK(T > 0, ArgError, "forward: empty token sequence");
   const Tensor feat = pixel_values.defined() ? image_features(pixel_values, image_sizes, opt) : Tensor();
-  const int64_t n_feat = feat.defined() ? feat.size(0) : 0;
-  const int32_t tok = cfg.llava.image_token_index;
-  const int64_t n_tok = std::count(ids, ids + T, tok);
-  if (n_tok != n_feat) {
-    std::string per;
-    for (const auto& [h, w] : image_sizes)
-      per += fmt::format("{}{}x{}: {}", per.empty() ? "" : ", ", w, h, cfg.image_tokens({h, w}));
-    throw ArgError(fmt::format("the prompt has {} image tokens (id {}) but the images give {} features{}", n_tok, tok,
-                               n_feat, per.empty() ? std::string() : " (per image " + per + ")"));
-  }
   std::vector<float> x(static_cast<size_t>(T * cfg.llava.text.hidden_size));
-  llava.embed_multimodal(ids, T, feat, x.data());
+  embed_multimodal(ids, T, feat, image_sizes, x.data());
   return llava.language.forward_embeds(x.data(), T, cache, opt);
 }
 

@@ -30,8 +30,9 @@ namespace lowbit {
 
 struct LlavaNextConfig {
   std::string architecture;  // LlavaNextForConditionalGeneration
-  // Text, vision, projector, image token, feature layers and strategy, parsed by LlavaConfig
-  // (so the top-level "dtype" reaches the text model's RoPE as for LLaVA-1.5).
+  // Text, vision, projector, image token, feature layers and strategy, parsed by
+  // LlavaConfig::from_json(j, path, kLlavaNextFamily) (so the top-level "dtype" reaches the text
+  // model's RoPE as for LLaVA-1.5).
   LlavaConfig llava;
   std::vector<Resolution> image_grid_pinpoints = default_llava_next_pinpoints();
 
@@ -68,6 +69,20 @@ class LlavaNextModel {
   // every image, concatenated [Σ tokens, d].
   Tensor image_features(const Tensor& pixel_values, const std::vector<Resolution>& image_sizes,
                         const ForwardOptions& opt = {}) const;
+
+  // The image tokens (packed features) of each image of image_sizes (height, width).
+  std::vector<int64_t> image_tokens_per_image(const std::vector<Resolution>& image_sizes) const;
+  // The prompt's ids as LlavaNextProcessor makes them: the k-th `<image>` of text repeated
+  // cfg.image_tokens(image_sizes[k]) times, then encoded (BOS first when the tokenizer adds one).
+  // ArgError when the placeholders are not image_sizes.size().
+  std::vector<int32_t> prompt_ids(const Tokenizer& tok, const std::string& text,
+                                  const std::vector<Resolution>& image_sizes) const;
+
+  // x [T, d]: the embeddings of ids with the image tokens' rows replaced, in order, by the rows of
+  // features [n, d] (the packed features of images of image_sizes). ArgError when the prompt's
+  // image tokens are not n, naming each image's size and token count.
+  void embed_multimodal(const int32_t* ids, int64_t T, const Tensor& features,
+                        const std::vector<Resolution>& image_sizes, float* x) const;
 
   // Logits [T, vocab] (or [1, vocab] with last_only) of ids whose image tokens are already
   // expanded (one per packed feature); an undefined pixel_values means text only. ArgError

@@ -23,11 +23,11 @@ std::string images_then_text(const std::string& prompt, int64_t n_images) {
   return s + prompt;
 }
 
-std::string render_raw(const std::string& prompt, int64_t) { return prompt; }
+std::string render_raw(const std::string& prompt, int64_t, const TemplateContext&) { return prompt; }
 
 // tiny-llava-1.5/chat_template.jinja for messages = [{role: user, content: [image × n, text]}]:
 // "{ROLE}: " + per content (image → "<image>\n", text → text) + " ", then "ASSISTANT:".
-std::string render_llava15(const std::string& prompt, int64_t n_images) {
+std::string render_llava15(const std::string& prompt, int64_t n_images, const TemplateContext&) {
   return "USER: " + images_then_text(prompt, n_images) + " ASSISTANT:";
 }
 
@@ -36,24 +36,28 @@ std::string render_llava15(const std::string& prompt, int64_t n_images) {
 constexpr const char* kVicunaSystem =
     "A chat between a curious human and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the human's questions.";
-std::string render_vicuna_v1(const std::string& prompt, int64_t n_images) {
+std::string render_vicuna_v1(const std::string& prompt, int64_t n_images, const TemplateContext&) {
   return std::string(kVicunaSystem) + " USER: " + images_then_text(prompt, n_images) + " ASSISTANT:";
 }
 
-// --template auto by architecture (config.json's architectures[0], else model_type). VLM
-// families add their row here; a VLM not listed is an error rather than a guess.
-struct AutoRule {
-  const char* architecture;
-  const char* model_type;  // matched when the config names no architecture
-  const char* template_name;
-  bool check_chat_template;  // the directory's HF chat template must be recognised as this one
-};
-constexpr AutoRule kAutoRules[] = {
-    {"LlavaLlamaForCausalLM", nullptr, "vicuna_v1", false},
-    {"LlavaForConditionalGeneration", "llava", "llava-1.5", true},
-};
-// Architectures that take images but have no conversation template here yet.
-constexpr const char* kVlmWithoutTemplate[] = {"LlavaNextForConditionalGeneration", "Idefics3ForConditionalGeneration"};
+// llava-v1.6-mistral-7b-hf: "[INST] " + images ("<image>\n" each) + text + " [/INST]".
+std::string render_mistral_instruct(const std::string& prompt, int64_t n_images, const TemplateContext&) {
+  return "[INST] " + images_then_text(prompt, n_images) + " [/INST]";
+}
+
+// Idefics3 / SmolVLM: bos + "User" + (":" before image-first content, ": " otherwise) + the
+// contents ("<image>" each, then the text) + "<end_of_utterance>\n" + "Assistant:".
+std::string render_idefics3(const std::string& prompt, int64_t n_images, const TemplateContext& ctx) {
+  std::string content;
+  if (count_image_placeholders(prompt) > 0) {
+    content = prompt;
+  } else {
+    for (int64_t i = 0; i < n_images; ++i) content += kImage;
+    content += prompt;
+  }
+  const bool image_first = content.rfind(kImage, 0) == 0;
+  return ctx.bos + "User" + (image_first ? ":" : ": ") + content + "<end_of_utterance>\nAssistant:";
+}
 
 // The HF chat template stored in the directory, with the file it came from; empty if none.
 std::pair<std::string, std::string> read_chat_template(const std::filesystem::path& dir) {
@@ -69,11 +73,37 @@ std::pair<std::string, std::string> read_chat_template(const std::filesystem::pa
   return {};
 }
 
+bool has(const std::string& t, const char* s) { return t.find(s) != std::string::npos; }
+
 // LLaVA-1.5's template (llava-hf and tiny-llava-1.5 spell it differently, render it the same):
 // upper-cased roles, `<image>` placeholders, ends with "ASSISTANT:".
-bool looks_like_llava15(const std::string& t) {
-  return t.find(".upper()") != std::string::npos && t.find("<image>") != std::string::npos &&
-         t.find("ASSISTANT:") != std::string::npos;
+bool looks_like_llava15(const std::string& t) { return has(t, ".upper()") && has(t, "<image>") && has(t, "ASSISTANT:"); }
+bool looks_like_mistral_instruct(const std::string& t) { return has(t, "[INST]") && has(t, "[/INST]"); }
+bool looks_like_idefics3(const std::string& t) { return has(t, "<end_of_utterance>") && has(t, "Assistant:"); }
+
+// --template auto by architecture (config.json's architectures[0], else model_type). VLM
+// families add their row here; a VLM not listed is an error rather than a guess.
+struct Recognised {
+  bool (*matches)(const std::string& chat_template);
+  const char* template_name;
+};
+struct AutoRule {
+  const char* architecture;
+  const char* model_type;     // matched when the config names no architecture
+  const char* template_name;  // without a chat template (or when `recognised` is empty)
+  std::vector<Recognised> recognised;  // non-empty: the directory's chat template must match one
+};
+const std::vector<AutoRule>& auto_rules() {
+  static const std::vector<AutoRule> k = {
+      {"LlavaLlamaForCausalLM", nullptr, "vicuna_v1", {}},
+      {"LlavaForConditionalGeneration", "llava", "llava-1.5", {{looks_like_llava15, "llava-1.5"}}},
+      {"LlavaNextForConditionalGeneration",
+       "llava_next",
+       "mistral-instruct",
+       {{looks_like_mistral_instruct, "mistral-instruct"}, {looks_like_llava15, "llava-1.5"}}},
+      {"Idefics3ForConditionalGeneration", "idefics3", "idefics3", {{looks_like_idefics3, "idefics3"}}},
+  };
+  return k;
 }
 
 }  // namespace
@@ -84,6 +114,9 @@ const std::vector<ChatTemplate>& chat_templates() {
       {"llava-1.5", "USER: <image>\\n{prompt} ASSISTANT: (llava-hf LLaVA-1.5 chat template)", render_llava15},
       {"vicuna_v1", "{system} USER: <image>\\n{prompt} ASSISTANT: (original LLaVA conv_vicuna_v1)",
        render_vicuna_v1},
+      {"mistral-instruct", "[INST] <image>\\n{prompt} [/INST] (LLaVA-NeXT on Mistral-7B-Instruct)",
+       render_mistral_instruct},
+      {"idefics3", "{bos}User:<image>{prompt}<end_of_utterance>\\nAssistant: (Idefics3 / SmolVLM)", render_idefics3},
   };
   return k;
 }
@@ -111,23 +144,29 @@ std::string auto_template_name(const std::string& model_dir) {
       j["architectures"][0].is_string())
     arch = j["architectures"][0].get<std::string>();
   const std::string type = j.contains("model_type") && j["model_type"].is_string() ? j["model_type"].get<std::string>() : "";
-  for (const AutoRule& r : kAutoRules) {
+  for (const AutoRule& r : auto_rules()) {
     if (!(arch == r.architecture || (arch.empty() && r.model_type && type == r.model_type))) continue;
-    if (r.check_chat_template) {
-      const auto [text, file] = read_chat_template(dir);
-      LOWBIT_CHECK(text.empty() || looks_like_llava15(text), ConfigError,
-                   "{}: chat template not recognised as {} (--template auto); pass --template NAME "
-                   "(supported: {}) or --template raw with the whole prompt",
-                   file, r.template_name, chat_template_names());
-    }
-    return r.template_name;
+    if (r.recognised.empty()) return r.template_name;
+    const auto [text, file] = read_chat_template(dir);
+    if (text.empty()) return r.template_name;
+    for (const Recognised& c : r.recognised)
+      if (c.matches(text)) return c.template_name;
+    std::string known;
+    for (const Recognised& c : r.recognised) known += (known.empty() ? "" : ", ") + std::string(c.template_name);
+    throw ConfigError(fmt::format(
+        "{}: chat template not recognised for {} (--template auto knows: {}); pass --template NAME "
+        "(supported: {}) or --template raw with the whole prompt",
+        file, arch.empty() ? type : arch, known, chat_template_names()));
   }
-  for (const char* a : kVlmWithoutTemplate)
-    LOWBIT_CHECK(arch != a, ConfigError,
-                 "{}: no conversation template for {} yet (--template auto); pass --template raw with the whole "
-                 "prompt (supported: {})",
-                 cfg_path, arch, chat_template_names());
   return "raw";  // text-only models: the prompt as is
+}
+
+TemplateContext template_context(const std::string& model_dir) {
+  TemplateContext ctx;
+  const std::string t = read_chat_template(std::filesystem::path(model_dir)).first;
+  const size_t brace = t.find('{');
+  if (brace != std::string::npos && brace > 0) ctx.bos = t.substr(0, brace);
+  return ctx;
 }
 
 std::string resolve_template(const std::string& name, const std::string& model_dir) {
@@ -141,9 +180,10 @@ int64_t count_image_placeholders(const std::string& text) {
   return n;
 }
 
-std::string render_prompt(const std::string& template_name, const std::string& prompt, int64_t n_images) {
+std::string render_prompt(const std::string& template_name, const std::string& prompt, int64_t n_images,
+                          const TemplateContext& ctx) {
   const ChatTemplate& t = find_chat_template(template_name);
-  const std::string s = t.render(prompt, n_images);
+  const std::string s = t.render(prompt, n_images, ctx);
   const int64_t n = count_image_placeholders(s);
   LOWBIT_CHECK(n == n_images, ArgError,
                "--prompt has {} <image> placeholder(s) but {} --image given (template {}); each image needs one "
