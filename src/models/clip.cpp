@@ -6,6 +6,7 @@
 #include "models/clip.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 
@@ -86,58 +87,141 @@ ClipVisionConfig ClipVisionConfig::from_json(const json& j, const std::string& p
   LOWBIT_CHECK(c.hidden_size % c.num_heads == 0, ConfigError,
                "{}: vision_config hidden_size {} is not a multiple of num_attention_heads {}", path, c.hidden_size,
                c.num_heads);
-  LOWBIT_CHECK(c.image_size % c.patch_size == 0, ConfigError,
-               "{}: vision_config image_size {} is not a multiple of patch_size {}", path, c.image_size, c.patch_size);
+  // image_size need not be a multiple of patch_size: the stride-p convolution drops the last
+  // image_size mod p rows and columns, as HF's does (SigLIP-so400m-patch14-384: 27×27 patches).
   LOWBIT_CHECK(std::isfinite(c.layer_norm_eps) && c.layer_norm_eps > 0 && c.layer_norm_eps < 1, ConfigError,
                "{}: vision_config layer_norm_eps {} must be in (0, 1)", path, c.layer_norm_eps);
   return c;
 }
 
 // ---- ops --------------------------------------------------------------------------------------
+//
+// Written so that GCC vectorizes them at -O3 without fast-math: reductions keep explicit lane
+// accumulators (a fixed summation order), exp is a branch-free polynomial instead of a libm call.
 
-void layer_norm(const float* x, const float* w, const float* b, float* y, int64_t rows, int64_t dim, float eps) {
-#pragma omp parallel for schedule(static) if (rows * dim > (1 << 16))
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * dim;
-    float* yr = y + r * dim;
-    double mean = 0, var = 0;
-    for (int64_t i = 0; i < dim; ++i) mean += xr[i];
-    mean /= double(dim);
-    for (int64_t i = 0; i < dim; ++i) var += (xr[i] - mean) * (xr[i] - mean);
-    const double rstd = 1.0 / std::sqrt(var / double(dim) + double(eps));
-    for (int64_t i = 0; i < dim; ++i) yr[i] = float((xr[i] - mean) * rstd * w[i] + b[i]);
+namespace {
+
+constexpr int kLanes = 16;
+
+// e^x for f32, branch-free so loops over it vectorize: x = n·ln2 + r (Cody–Waite), |r| ≤ ln2/2,
+// e^r by the Cephes expf polynomial, 2^n from the exponent bits. Within ~2 ulp of the correctly
+// rounded value on [−87.3, 88.3]; inputs are clamped to that range (e^−87.3 ≈ 1.2e−38 stands for
+// 0, which no softmax or sigmoid here can tell apart).
+inline float exp_f32(float x) {
+  x = std::min(std::max(x, -87.3f), 88.3f);
+  constexpr float kShift = 12582912.0f;  // 1.5·2²³: adding it rounds to the nearest integer
+  const float t = x * 1.44269504088896341f + kShift;
+  const float n = t - kShift;
+  float r = x - n * 0.693359375f;  // ln2 = 0.693359375 − 2.12194440e−4 (hi part exact in f32)
+  r = r + n * 2.12194440e-4f;
+  const float r2 = r * r;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r2 + r + 1.0f;
+  const int32_t e = (int32_t(n) + 127) << 23;  // n ∈ [−126, 127]: a normal power of two
+  return p * std::bit_cast<float>(e);
+}
+
+// x · σ(c·g(x)): quick_gelu is x·σ(1.702x); gelu_pytorch_tanh's 0.5x(1 + tanh(u)) equals x·σ(2u),
+// u = √(2/π)(x + 0.044715x³).
+void activation_f32(Activation a, float* x, int64_t n) {
+  if (a == Activation::gelu) {  // erf: the libm version (no CLIP/SigLIP tower here uses it)
+    apply_activation(a, x, n);
+    return;
+  }
+  const bool tanh_form = a == Activation::gelu_tanh;
+  constexpr int64_t kChunk = 4096;
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) if (n > (1 << 15))
+  for (int64_t c = 0; c < chunks; ++c) {
+    float* p = x + c * kChunk;
+    const int64_t m = std::min(kChunk, n - c * kChunk);
+    if (tanh_form) {
+      for (int64_t i = 0; i < m; ++i) {
+        const float v = p[i];
+        const float u = 1.5957691216057308f * (v + 0.044715f * v * v * v);  // 2u
+        p[i] = v / (1.0f + exp_f32(-u));
+      }
+    } else {
+      for (int64_t i = 0; i < m; ++i) {
+        const float v = p[i];
+        p[i] = v / (1.0f + exp_f32(-1.702f * v));
+      }
+    }
   }
 }
 
-void full_attention(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t H, int64_t D,
-                    float scale) {
-  const int64_t row = H * D;
-#pragma omp parallel
-  {
-    std::vector<double> p(static_cast<size_t>(T)), o(static_cast<size_t>(D));
-#pragma omp for collapse(2) schedule(static)
-    for (int64_t h = 0; h < H; ++h) {
-      for (int64_t t = 0; t < T; ++t) {
-        const float* qt = q + t * row + h * D;
-        double mx = -INFINITY;
-        for (int64_t s = 0; s < T; ++s) {  // scores q_t·k_s · scale
-          const float* ks = k + s * row + h * D;
-          double dot = 0;
-          for (int64_t i = 0; i < D; ++i) dot += double(qt[i]) * ks[i];
-          p[size_t(s)] = dot * scale;
-          mx = std::max(mx, p[size_t(s)]);
-        }
-        double sum = 0;
-        for (int64_t s = 0; s < T; ++s) sum += p[size_t(s)] = std::exp(p[size_t(s)] - mx);
-        std::fill(o.begin(), o.end(), 0.0);
-        for (int64_t s = 0; s < T; ++s) {
-          const float* vs = v + s * row + h * D;
-          const double ps = p[size_t(s)];
-          for (int64_t i = 0; i < D; ++i) o[size_t(i)] += ps * vs[i];
-        }
-        float* ot = out + t * row + h * D;
-        for (int64_t i = 0; i < D; ++i) ot[i] = float(o[size_t(i)] / sum);
+// Row softmax in place (row already scaled): max, exp, sum in kLanes-wide lanes, normalize.
+void softmax_row(float* row, int64_t n) {
+  float mx[kLanes];
+  std::fill(mx, mx + kLanes, -INFINITY);
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int j = 0; j < kLanes; ++j) mx[j] = std::max(mx[j], row[i + j]);
+  float m = -INFINITY;
+  for (; i < n; ++i) m = std::max(m, row[i]);
+  for (int j = 0; j < kLanes; ++j) m = std::max(m, mx[j]);
+  float acc[kLanes] = {};
+  for (i = 0; i + kLanes <= n; i += kLanes)
+    for (int j = 0; j < kLanes; ++j) acc[j] += row[i + j] = exp_f32(row[i + j] - m);
+  float sum = 0;
+  for (; i < n; ++i) sum += row[i] = exp_f32(row[i] - m);
+  for (int j = 0; j < kLanes; ++j) sum += acc[j];
+  const float inv = 1.0f / sum;
+  for (i = 0; i < n; ++i) row[i] *= inv;
+}
+
+}  // namespace
+
+void layer_norm(const float* x, const float* w, const float* b, float* y, int64_t rows, int64_t dim, float eps) {
+  constexpr int L = 8;  // double lanes
+#pragma omp parallel for schedule(static) if (rows * dim > (1 << 15))
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * dim;
+    float* yr = y + r * dim;
+    double acc[L] = {};
+    int64_t i = 0;
+    for (; i + L <= dim; i += L)
+      for (int j = 0; j < L; ++j) acc[j] += double(xr[i + j]);
+    double mean = 0;
+    for (; i < dim; ++i) mean += double(xr[i]);
+    for (int j = 0; j < L; ++j) mean += acc[j];
+    mean /= double(dim);
+    std::fill(acc, acc + L, 0.0);
+    for (i = 0; i + L <= dim; i += L)
+      for (int j = 0; j < L; ++j) {
+        const double c = double(xr[i + j]) - mean;
+        acc[j] += c * c;
       }
+    double var = 0;
+    for (; i < dim; ++i) var += (double(xr[i]) - mean) * (double(xr[i]) - mean);
+    for (int j = 0; j < L; ++j) var += acc[j];
+    const float rstd = float(1.0 / std::sqrt(var / double(dim) + double(eps)));
+    const float mf = float(mean);
+    for (i = 0; i < dim; ++i) yr[i] = (xr[i] - mf) * rstd * w[i] + b[i];
+  }
+}
+
+void full_attention(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t H,
+                    int64_t D, float scale) {
+  // Host memory in and out, so the CPU backend's GEMM whatever the tower's backend is.
+  Backend& be = cpu_backend();
+  const int64_t row = H * D;
+  // One head per iteration: S = scale·Q_h K_hᵀ [T, T], row softmax, O_h = P V_h, the heads'
+  // slices read and written in place (leading dimension H·D). Inside the parallel region the
+  // OpenMP OpenBLAS runs each GEMM on the calling thread.
+#pragma omp parallel if (H > 1 && T * T * D > (1 << 16))
+  {
+    std::vector<float> P(static_cast<size_t>(T * T));
+#pragma omp for schedule(dynamic)
+    for (int64_t h = 0; h < H; ++h) {
+      be.gemm(false, true, T, T, D, scale, q + h * D, row, k + h * D, row, 0.0f, P.data(), T);
+      for (int64_t t = 0; t < T; ++t) softmax_row(P.data() + t * T, T);
+      be.gemm(false, false, T, D, T, 1.0f, P.data(), T, v + h * D, row, 0.0f, out + h * D, row);
     }
   }
 }
@@ -216,7 +300,7 @@ void ClipLayer::advance(int g, BlockState& st, const BlockCtx& ctx) const {
     case 2: {  // a = act(fc1(n2)) [T, f]
       st.a.resize(size_t(T * f));
       linear_product(be, fc1, in, T, st.a.data());
-      apply_activation(act, st.a.data(), T * f);
+      activation_f32(act, st.a.data(), T * f);
       return;
     }
   }

@@ -56,19 +56,20 @@ struct ClipVisionConfig {
   // Parses and validates (ConfigError naming `path` and the key).
   static ClipVisionConfig from_json(const nlohmann::json& j, const std::string& path);
   int64_t head_dim() const { return hidden_size / num_heads; }
-  int64_t grid() const { return image_size / patch_size; }          // patches per side
+  int64_t grid() const { return image_size / patch_size; }          // patches per side (the conv drops a remainder)
   int64_t num_patches() const { return grid() * grid(); }           // P
   int64_t num_positions() const { return num_patches() + (class_token ? 1 : 0); }  // tokens: [CLS +] P
   bool is_siglip() const { return !class_token; }
   int64_t patch_dim() const { return num_channels * patch_size * patch_size; }  // C·p·p
 };
 
-// y = LayerNorm(x)·w + b per row of x [rows, dim] (biased variance, HF/PyTorch semantics).
+// y = LayerNorm(x)·w + b per row of x [rows, dim] (biased variance, HF/PyTorch semantics;
+// mean and variance summed in double lanes, the normalization in f32).
 void layer_norm(const float* x, const float* w, const float* b, float* y, int64_t rows, int64_t dim, float eps);
 
-// Full (non-causal) multi-head attention: q, k, v [T, H, D] → out [T, H, D],
-// out_t = Σ_s softmax_s(q_t·k_s · scale) v_s.
-// Plain loops (f64 softmax sums), correct first; a tiled GEMM version is for later.
+// Full (non-causal) multi-head attention: q, k, v [T, H, D] → out [T, H, D] (host memory),
+// out_t = Σ_s softmax_s(q_t·k_s · scale) v_s. Per head two CPU GEMMs around a row softmax
+// (S = scale·Q_h K_hᵀ [T, T], O_h = softmax(S) V_h), heads in parallel on the OpenMP threads.
 void full_attention(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t H, int64_t D,
                     float scale);
 
