@@ -9,6 +9,7 @@
 #include "testing.h"
 
 using namespace lowbit;
+using lowbit::test::expect_error_line;
 using lowbit::test::read_file;
 using lowbit::test::run_lowbit;
 using lowbit::test::temp_dir;
@@ -17,16 +18,6 @@ using json = nlohmann::json;
 namespace fs = std::filesystem;
 
 namespace {
-
-// One line on stderr that starts with "lowbit: error:" and names `needle`.
-void expect_clean_error(const lowbit::test::RunResult& r, const std::string& needle) {
-  EXPECT_NE(r.exit_code, 0) << r.out;
-  auto pos = r.out.find("lowbit: error: ");
-  ASSERT_NE(pos, std::string::npos) << r.out;
-  std::string line = r.out.substr(pos);
-  EXPECT_EQ(line.find('\n'), line.size() - 1) << "error must be one line: " << r.out;
-  EXPECT_NE(line.find(needle), std::string::npos) << "error should mention '" << needle << "': " << r.out;
-}
 
 // A copy of stories260K's directory (config + tokenizer) with the given safetensors bytes.
 std::string model_copy(const std::string& src, const std::string& tag) {
@@ -87,12 +78,12 @@ TEST(Cli, BadInputsGiveOneLineErrors) {
   std::string tmp = temp_dir("clierr");
 
   // missing model dir / missing data file / empty text / seqlen beyond context
-  expect_clean_error(run_lowbit("eval ppl --model /nonexistent/m --data " + ts), "/nonexistent/m");
-  expect_clean_error(run_lowbit("eval ppl --model " + m + " --data /nonexistent/t.txt"), "/nonexistent/t.txt");
+  expect_error_line(run_lowbit("eval ppl --model /nonexistent/m --data " + ts), "/nonexistent/m");
+  expect_error_line(run_lowbit("eval ppl --model " + m + " --data /nonexistent/t.txt"), "/nonexistent/t.txt");
   write_file(tmp + "/empty.txt", "");
-  expect_clean_error(run_lowbit("eval ppl --model " + m + " --data " + tmp + "/empty.txt"), "empty");
-  expect_clean_error(run_lowbit("eval ppl --model " + m + " --data " + ts + " --seqlen 4096"), "seqlen");
-  expect_clean_error(run_lowbit("eval ppl --model " + m + " --data " + ts + " --data-begin 99999999"), "offset");
+  expect_error_line(run_lowbit("eval ppl --model " + m + " --data " + tmp + "/empty.txt"), "empty");
+  expect_error_line(run_lowbit("eval ppl --model " + m + " --data " + ts + " --seqlen 4096"), "seqlen");
+  expect_error_line(run_lowbit("eval ppl --model " + m + " --data " + ts + " --data-begin 99999999"), "offset");
 
   // unknown architecture
   std::string d1 = model_copy(m, "arch");
@@ -101,19 +92,19 @@ TEST(Cli, BadInputsGiveOneLineErrors) {
   cfg["architectures"] = {"BertForMaskedLM"};
   cfg["model_type"] = "bert";
   write_file(d1 + "/config.json", cfg.dump());
-  expect_clean_error(run_lowbit("inspect " + d1), "BertForMaskedLM");
+  expect_error_line(run_lowbit("inspect " + d1), "BertForMaskedLM");
 
   // config/weight shape mismatch
   cfg = json::parse(read_file(m + "/config.json"));
   cfg["intermediate_size"] = 256;
   write_file(d1 + "/config.json", cfg.dump());
-  expect_clean_error(run_lowbit("inspect " + d1), "mlp.gate_proj.weight");
+  expect_error_line(run_lowbit("inspect " + d1), "mlp.gate_proj.weight");
 
   // truncated safetensors
   std::string d2 = model_copy(m, "trunc");
   std::string bytes = read_file(m + "/model.safetensors");
   write_file(d2 + "/model.safetensors", bytes.substr(0, bytes.size() / 2));
-  expect_clean_error(run_lowbit("inspect " + d2), "model.safetensors");
+  expect_error_line(run_lowbit("inspect " + d2), "model.safetensors");
 
   // header offsets out of range: rewrite one data_offsets end past the file
   std::string d3 = model_copy(m, "offs");
@@ -128,12 +119,12 @@ TEST(Cli, BadInputsGiveOneLineErrors) {
   std::string img(reinterpret_cast<const char*>(&nn), 8);
   img += hs + bytes.substr(8 + n);
   write_file(d3 + "/model.safetensors", img);
-  expect_clean_error(run_lowbit("inspect " + d3), "model.norm.weight");
+  expect_error_line(run_lowbit("inspect " + d3), "model.norm.weight");
 
   // garbage header
   std::string d4 = model_copy(m, "garb");
   write_file(d4 + "/model.safetensors", std::string("\x10\x00\x00\x00\x00\x00\x00\x00{not json!!!!!!}", 24));
-  expect_clean_error(run_lowbit("inspect " + d4), "model.safetensors");
+  expect_error_line(run_lowbit("inspect " + d4), "model.safetensors");
 
   // unsupported weight dtype (i32 embedding)
   std::string d5 = model_copy(m, "dtype");
@@ -146,17 +137,17 @@ TEST(Cli, BadInputsGiveOneLineErrors) {
     }
     save_safetensors(d5 + "/model.safetensors", ts2);
   }
-  expect_clean_error(run_lowbit("inspect " + d5), "model.embed_tokens.weight");
+  expect_error_line(run_lowbit("inspect " + d5), "model.embed_tokens.weight");
 
   // missing weights file
   std::string d6 = model_copy(m, "nows");
-  expect_clean_error(run_lowbit("inspect " + d6), d6);
+  expect_error_line(run_lowbit("inspect " + d6), d6);
 
   // bad flag values are rejected by the parser with a non-zero exit
   auto r = run_lowbit("eval ppl --model " + m + " --data " + ts + " --seqlen abc");
   EXPECT_NE(r.exit_code, 0);
   r = run_lowbit("generate --model " + m + " --top-p 0");
-  expect_clean_error(r, "top-p");
+  expect_error_line(r, "top-p");
 }
 
 // The issue-7 repro: GPTAQ in memory and from its checkpoint must be the same model
@@ -187,7 +178,7 @@ TEST(Cli, FlagsWithoutEffectWarnAndRotateModeIsReal) {
   ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find("warning: --act_order has no effect"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("warning: --k_asym has no effect"), std::string::npos) << r.out;
-  expect_clean_error(run_lowbit("eval ppl --model " + m + eval + " --rotate --rotate_mode bogus"), "--rotate_mode");
+  expect_error_line(run_lowbit("eval ppl --model " + m + eval + " --rotate --rotate_mode bogus"), "--rotate_mode");
   auto h = run_lowbit("eval ppl --model " + m + eval + " --rotate --a_bits 4");
   auto rnd = run_lowbit("eval ppl --model " + m + eval + " --rotate --a_bits 4 --rotate_mode random");
   auto f16 = run_lowbit("eval ppl --model " + m + eval + " --rotate --a_bits 4 --fp32_had=false");
@@ -235,8 +226,8 @@ TEST(Cli, QuantizeCheckpointEvalGenerate) {
   ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_EQ(json::parse(read_file(tmp + "/gen.json"))["ids"].size(), 20u);
   // a quantized checkpoint is not quantized twice
-  expect_clean_error(run_lowbit("eval ppl --model " + tmp + "/q" + eval + " --w_bits 4 --w_rtn"), "already quantized");
-  expect_clean_error(run_lowbit("quantize --model " + tmp + "/q --out " + tmp + "/q2 --w_bits 4 --w_rtn"),
+  expect_error_line(run_lowbit("eval ppl --model " + tmp + "/q" + eval + " --w_bits 4 --w_rtn"), "already quantized");
+  expect_error_line(run_lowbit("quantize --model " + tmp + "/q --out " + tmp + "/q2 --w_bits 4 --w_rtn"),
                      "already");
 }
 
@@ -244,21 +235,21 @@ TEST(Cli, QuantizeBadFlags) {
   LOWBIT_REQUIRE_SHARED(m, "models/stories260K");
   LOWBIT_REQUIRE_SHARED(ts, "data/text/tinystories_val.txt");
   std::string tmp = temp_dir("cliqbad"), out = " --out " + tmp + "/q";
-  expect_clean_error(run_lowbit("quantize --model " + m + out + " --w_bits 1 --w_rtn"), "--w_bits");
-  expect_clean_error(run_lowbit("quantize --model " + m + out + " --a_bits 9"), "--a_bits");
-  expect_clean_error(run_lowbit("quantize --model " + m + out + " --a_bits 4 --a_groupsize 48"), "a_groupsize");
-  expect_clean_error(run_lowbit("quantize --model " + m + out + " --k_bits 4 --k_groupsize 3"), "k_groupsize");
-  expect_clean_error(run_lowbit("quantize --model " + m + out + " --a_bits 4 --a_clip_ratio 1.5"), "a_clip_ratio");
-  expect_clean_error(run_lowbit("quantize --model " + m + out + " --recipe nope"), "nope");
-  expect_clean_error(run_lowbit("quantize --model " + m + out), "nothing to do");
+  expect_error_line(run_lowbit("quantize --model " + m + out + " --w_bits 1 --w_rtn"), "--w_bits");
+  expect_error_line(run_lowbit("quantize --model " + m + out + " --a_bits 9"), "--a_bits");
+  expect_error_line(run_lowbit("quantize --model " + m + out + " --a_bits 4 --a_groupsize 48"), "a_groupsize");
+  expect_error_line(run_lowbit("quantize --model " + m + out + " --k_bits 4 --k_groupsize 3"), "k_groupsize");
+  expect_error_line(run_lowbit("quantize --model " + m + out + " --a_bits 4 --a_clip_ratio 1.5"), "a_clip_ratio");
+  expect_error_line(run_lowbit("quantize --model " + m + out + " --recipe nope"), "nope");
+  expect_error_line(run_lowbit("quantize --model " + m + out), "nothing to do");
   // GPTQ without calibration data, and with too little of it
-  expect_clean_error(run_lowbit("quantize --model " + m + out + " --w_bits 4"), "--cal_dataset");
-  expect_clean_error(run_lowbit("quantize --model " + m + out + " --w_bits 4 --cal_dataset " + ts +
+  expect_error_line(run_lowbit("quantize --model " + m + out + " --w_bits 4"), "--cal_dataset");
+  expect_error_line(run_lowbit("quantize --model " + m + out + " --w_bits 4 --cal_dataset " + ts +
                                 " --cal_end 2000 --nsamples 32 --cal_seqlen 512"),
                      "nsamples");
-  expect_clean_error(run_lowbit("quantize --model " + m + out + " --w_bits 4 --cal_dataset " + ts + " --cal_seqlen 4096"),
+  expect_error_line(run_lowbit("quantize --model " + m + out + " --w_bits 4 --cal_dataset " + ts + " --cal_seqlen 4096"),
                      "cal_seqlen");
-  expect_clean_error(run_lowbit("quantize --model " + m + " --out " + m + " --w_bits 4 --w_rtn"), "refusing");
+  expect_error_line(run_lowbit("quantize --model " + m + " --out " + m + " --w_bits 4 --w_rtn"), "refusing");
   EXPECT_FALSE(fs::exists(tmp + "/q")) << "nothing half-written on failure";
   // K quantized without rotation works but says what it costs
   auto r = run_lowbit("quantize --model " + m + out + " --k_bits 4");

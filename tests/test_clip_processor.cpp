@@ -12,18 +12,10 @@
 #include "vision/clip_processor.h"
 
 using namespace lowbit;
+using lowbit::test::fnv1a;
 using json = nlohmann::json;
 
 namespace {
-
-uint64_t fnv1a(const std::vector<uint8_t>& bytes) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (uint8_t b : bytes) {
-    h ^= b;
-    h *= 0x100000001b3ull;
-  }
-  return h;
-}
 
 // The deterministic test image the reference hashes were made from (same LCG in Python).
 Image lcg_image(int64_t w, int64_t h, uint32_t seed) {

@@ -31,14 +31,10 @@
 #include "vision/idefics3_processor.h"
 
 using namespace lowbit;
+using lowbit::test::golden_ids;
 using lowbit::test::normalized_error;
 
 namespace {
-
-std::vector<int32_t> golden_ids(const SafetensorsFile& g) {
-  Tensor t = g.get("input_ids");  // [1, T] i32
-  return std::vector<int32_t>(t.data<int32_t>(), t.data<int32_t>() + t.numel());
-}
 
 // The golden's prompt, from its metadata ("... prompt <text>").
 const char* kGoldenPrompt = "<|begin_of_text|>User:<image>What is unusual about this image?<end_of_utterance>\nAssistant:";

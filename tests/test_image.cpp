@@ -16,17 +16,9 @@
 #include "testing.h"
 
 using namespace lowbit;
+using lowbit::test::fnv1a;
 
 namespace {
-
-uint64_t fnv1a(const std::vector<uint8_t>& bytes) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (uint8_t b : bytes) {
-    h ^= b;
-    h *= 0x100000001b3ull;
-  }
-  return h;
-}
 
 struct PngSpec {
   int width = 0, height = 0, color_type = PNG_COLOR_TYPE_RGB, bit_depth = 8;

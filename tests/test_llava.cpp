@@ -22,16 +22,8 @@
 #include "testing.h"
 
 using namespace lowbit;
+using lowbit::test::golden_ids;
 using lowbit::test::normalized_error;
-
-namespace {
-
-std::vector<int32_t> golden_ids(const SafetensorsFile& g) {
-  Tensor t = g.get("input_ids");  // [1, T] i32
-  return std::vector<int32_t>(t.data<int32_t>(), t.data<int32_t>() + t.numel());
-}
-
-}  // namespace
 
 TEST(LlavaConfig, FeatureLayersAndStrategy) {
   nlohmann::json j = nlohmann::json::parse(R"({

@@ -16,14 +16,10 @@
 #include "vision/anyres.h"
 
 using namespace lowbit;
+using lowbit::test::golden_ids;
 using lowbit::test::normalized_error;
 
 namespace {
-
-std::vector<int32_t> golden_ids(const SafetensorsFile& g) {
-  Tensor t = g.get("input_ids");  // [1, T] i32
-  return std::vector<int32_t>(t.data<int32_t>(), t.data<int32_t>() + t.numel());
-}
 
 Resolution golden_image_size(const SafetensorsFile& g) {
   Tensor t = g.get("image_sizes");  // [1, 2] i32: (height, width)

@@ -21,6 +21,8 @@
 #include "vision/clip_processor.h"
 
 using namespace lowbit;
+using lowbit::test::expect_error_line;
+using lowbit::test::golden_ids;
 using lowbit::test::read_file;
 using lowbit::test::run_lowbit;
 using lowbit::test::temp_dir;
@@ -33,22 +35,6 @@ namespace {
 const char* kVicunaSystem =
     "A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, detailed, "
     "and polite answers to the human's questions.";
-
-std::vector<int32_t> golden_ids(const SafetensorsFile& g) {
-  Tensor t = g.get("input_ids");
-  return std::vector<int32_t>(t.data<int32_t>(), t.data<int32_t>() + t.numel());
-}
-
-// One error line "lowbit: error: ..." naming `needle`, exit code `code`.
-void expect_error(const lowbit::test::RunResult& r, const std::string& needle, int code) {
-  EXPECT_EQ(r.exit_code, code) << r.out;
-  auto pos = r.out.find("lowbit: error: ");
-  ASSERT_NE(pos, std::string::npos) << r.out;
-  EXPECT_EQ(r.out.find("lowbit: error: ", pos + 1), std::string::npos) << "one error line only: " << r.out;
-  const std::string line = r.out.substr(pos);
-  EXPECT_EQ(line.find('\n'), line.size() - 1) << "error must be one line: " << r.out;
-  EXPECT_NE(line.find(needle), std::string::npos) << "error should mention '" << needle << "': " << r.out;
-}
 
 // The original LLaVA layout of tiny-llava-1.5, written the way liuhaotian/llava-v1.5-* are laid
 // out: <root>/llava (LlavaLlamaForCausalLM config with the LLaMA keys at the top level and the
@@ -311,9 +297,9 @@ TEST(VlmCli, OriginalLayoutNeedsVisionTower) {
   LOWBIT_REQUIRE_SHARED(photo, "data/images/waterview.jpg");
   const std::string d = temp_dir("vlm_cli_orig");
   const OriginalLayout o = write_original_layout(hf_dir, d);
-  expect_error(run_lowbit("generate --model " + o.llava + " --image " + photo + " --prompt hi"), "--vision-tower", 2);
-  expect_error(run_lowbit("inspect " + o.llava), "--vision-tower", 2);
-  expect_error(run_lowbit("generate --model " + hf_dir + " --vision-tower " + o.clip + " --image " + photo +
+  expect_error_line(run_lowbit("generate --model " + o.llava + " --image " + photo + " --prompt hi"), "--vision-tower", 2);
+  expect_error_line(run_lowbit("inspect " + o.llava), "--vision-tower", 2);
+  expect_error_line(run_lowbit("generate --model " + hf_dir + " --vision-tower " + o.clip + " --image " + photo +
                           " --prompt hi"),
                "--vision-tower", 2);
   auto r = run_lowbit("generate --model " + o.llava + " --vision-tower " + o.clip + " --image " + photo +
@@ -337,25 +323,25 @@ TEST(VlmCli, BadInputsGiveOneLineErrors) {
   const std::string gen = "generate --max-new-tokens 2 --model " + m;
 
   // An image for a text-only model.
-  expect_error(run_lowbit("generate --model " + t + " --image " + photo + " --prompt hi"), "text-only", 2);
+  expect_error_line(run_lowbit("generate --model " + t + " --image " + photo + " --prompt hi"), "text-only", 2);
   // More images than placeholders, and the reverse.
-  expect_error(run_lowbit(gen + " --template raw --image " + photo + " --prompt 'no placeholder'"), "placeholder", 2);
-  expect_error(run_lowbit(gen + " --image " + photo + " --image " + photo + " --prompt 'one <image> only'"),
+  expect_error_line(run_lowbit(gen + " --template raw --image " + photo + " --prompt 'no placeholder'"), "placeholder", 2);
+  expect_error_line(run_lowbit(gen + " --image " + photo + " --image " + photo + " --prompt 'one <image> only'"),
                "placeholder", 2);
-  expect_error(run_lowbit(gen + " --template raw --prompt '<image> but no image'"), "placeholder", 2);
+  expect_error_line(run_lowbit(gen + " --template raw --prompt '<image> but no image'"), "placeholder", 2);
   // Unknown template: the supported names are listed.
-  expect_error(run_lowbit(gen + " --template chatml --prompt hi"), "llava-1.5, vicuna_v1", 2);
+  expect_error_line(run_lowbit(gen + " --template chatml --prompt hi"), "llava-1.5, vicuna_v1", 2);
   // A truncated JPEG, a corrupt one, a text file named .jpg.
   const std::string jpg = read_file(photo);
   write_file(d + "/trunc.jpg", jpg.substr(0, jpg.size() / 2));
-  expect_error(run_lowbit(gen + " --image " + d + "/trunc.jpg --prompt hi"), "trunc.jpg", 1);
+  expect_error_line(run_lowbit(gen + " --image " + d + "/trunc.jpg --prompt hi"), "trunc.jpg", 1);
   std::string bad = jpg;
   for (size_t i = bad.size() / 3; i < bad.size() / 3 + 4000; ++i) bad[i] = char(0xFF);
   write_file(d + "/corrupt.jpg", bad);
-  expect_error(run_lowbit(gen + " --image " + d + "/corrupt.jpg --prompt hi"), "corrupt.jpg", 1);
+  expect_error_line(run_lowbit(gen + " --image " + d + "/corrupt.jpg --prompt hi"), "corrupt.jpg", 1);
   write_file(d + "/notes.jpg", "this is plain text, not a JPEG\n");
-  expect_error(run_lowbit(gen + " --image " + d + "/notes.jpg --prompt hi"), "notes.jpg", 1);
-  expect_error(run_lowbit(gen + " --image " + d + "/missing.jpg --prompt hi"), "missing.jpg", 1);
+  expect_error_line(run_lowbit(gen + " --image " + d + "/notes.jpg --prompt hi"), "notes.jpg", 1);
+  expect_error_line(run_lowbit(gen + " --image " + d + "/missing.jpg --prompt hi"), "missing.jpg", 1);
   // Too large: a PNG whose header claims 100000 x 100000 pixels (refused before allocating),
   // and a real photo over a small --max-image-pixels.
   auto chunk = [](const std::string& type, const std::string& data) {
@@ -370,9 +356,9 @@ TEST(VlmCli, BadInputsGiveOneLineErrors) {
                           chunk("IHDR", std::string("\x00\x01\x86\xa0\x00\x01\x86\xa0\x08\x02\x00\x00\x00", 13)) +
                           chunk("IDAT", "") + chunk("IEND", "");
   write_file(d + "/bomb.png", png);
-  expect_error(run_lowbit(gen + " --image " + d + "/bomb.png --prompt hi"), "pixel budget", 1);
-  expect_error(run_lowbit(gen + " --image " + photo + " --max-image-pixels 1000 --prompt hi"), "pixel budget", 1);
-  expect_error(run_lowbit(gen + " --image " + photo + " --max-image-pixels 0 --prompt hi"), "max-image-pixels", 2);
+  expect_error_line(run_lowbit(gen + " --image " + d + "/bomb.png --prompt hi"), "pixel budget", 1);
+  expect_error_line(run_lowbit(gen + " --image " + photo + " --max-image-pixels 1000 --prompt hi"), "pixel budget", 1);
+  expect_error_line(run_lowbit(gen + " --image " + photo + " --max-image-pixels 0 --prompt hi"), "max-image-pixels", 2);
 }
 
 TEST(VlmCli, EvalAndInspectOnVlmDirectory) {

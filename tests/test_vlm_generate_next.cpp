@@ -24,6 +24,8 @@
 #include "testing.h"
 
 using namespace lowbit;
+using lowbit::test::expect_error_line;
+using lowbit::test::golden_ids;
 using lowbit::test::read_file;
 using lowbit::test::run_lowbit;
 using lowbit::test::temp_dir;
@@ -33,11 +35,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::vector<int32_t> golden_ids(const SafetensorsFile& g) {
-  Tensor t = g.get("input_ids");
-  return std::vector<int32_t>(t.data<int32_t>(), t.data<int32_t>() + t.numel());
-}
-
 // The golden's prompt, from its metadata ("...; prompt <P>").
 std::string golden_prompt(const SafetensorsFile& g) {
   const std::string what = g.header().metadata.at("what");
@@ -45,16 +42,6 @@ std::string golden_prompt(const SafetensorsFile& g) {
   const size_t at = what.find(key);
   EXPECT_NE(at, std::string::npos) << what;
   return at == std::string::npos ? "" : what.substr(at + key.size());
-}
-
-void expect_error(const lowbit::test::RunResult& r, const std::string& needle, int code) {
-  EXPECT_EQ(r.exit_code, code) << r.out;
-  auto pos = r.out.find("lowbit: error: ");
-  ASSERT_NE(pos, std::string::npos) << r.out;
-  EXPECT_EQ(r.out.find("lowbit: error: ", pos + 1), std::string::npos) << "one error line only: " << r.out;
-  const std::string line = r.out.substr(pos);
-  EXPECT_EQ(line.find('\n'), line.size() - 1) << "error must be one line: " << r.out;
-  EXPECT_NE(line.find(needle), std::string::npos) << "error should mention '" << needle << "': " << r.out;
 }
 
 // A copy of a model directory's config.json (and nothing else) with a chat template file.
@@ -125,7 +112,7 @@ TEST(VlmTemplatesNext, AutoFromModelFiles) {
                ConfigError);
   // The CLI refuses it with one line (exit 1: the model's files, not a flag).
   LOWBIT_REQUIRE_SHARED(photo, "data/images/waterview.jpg");
-  expect_error(run_lowbit("generate --model " + chatml + " --image " + photo + " --prompt hi"), "chat template", 1);
+  expect_error_line(run_lowbit("generate --model " + chatml + " --image " + photo + " --prompt hi"), "chat template", 1);
 }
 
 // ---- the golden prompts, rendered by --template auto and expanded -----------------------------------
@@ -242,7 +229,7 @@ TEST(VlmCliNext, GenerateLlavaNextWithImage) {
   EXPECT_EQ(sj["image_tokens"], 2144);
   EXPECT_EQ(sj["template"], "raw");
   // Two such images (2 x 2144 tokens) do not fit tiny-llava-next's 4096-token context: one line.
-  expect_error(run_lowbit("generate --model " + m + " --image " + photo + " --image " + photo +
+  expect_error_line(run_lowbit("generate --model " + m + " --image " + photo + " --image " + photo +
                           " --prompt 'Compare.' --max-new-tokens 2"),
                "context", 2);
   // Text alone on the VLM directory.
@@ -252,10 +239,10 @@ TEST(VlmCliNext, GenerateLlavaNextWithImage) {
   EXPECT_EQ(t["prompt"], "[INST] Hello [/INST]");
   EXPECT_EQ(t["image_tokens"], 0);
   // Errors: placeholders vs images, --vision-tower on a checkpoint that holds its tower.
-  expect_error(run_lowbit("generate --model " + m + " --image " + photo + " --image " + photo +
+  expect_error_line(run_lowbit("generate --model " + m + " --image " + photo + " --image " + photo +
                           " --prompt 'one <image> only'"),
                "placeholder", 2);
-  expect_error(run_lowbit("generate --model " + m + " --vision-tower " + m + " --image " + photo + " --prompt hi"),
+  expect_error_line(run_lowbit("generate --model " + m + " --vision-tower " + m + " --image " + photo + " --prompt hi"),
                "--vision-tower", 2);
 }
 
@@ -283,7 +270,7 @@ TEST(VlmCliNext, GenerateSmolVlmWithImage) {
   EXPECT_EQ(t["prompt"], "<|begin_of_text|>User: Hello<end_of_utterance>\nAssistant:");
   EXPECT_EQ(t["prompt_ids"][0], 0);  // one BOS
   EXPECT_NE(t["prompt_ids"][1], 0);
-  expect_error(run_lowbit("generate --model " + m + " --template raw --image " + photo + " --prompt 'no placeholder'"),
+  expect_error_line(run_lowbit("generate --model " + m + " --template raw --image " + photo + " --prompt 'no placeholder'"),
                "placeholder", 2);
 }
 

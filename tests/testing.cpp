@@ -64,6 +64,33 @@ double normalized_error(const std::vector<float>& a, const std::vector<float>& b
   return normalized_error(a.data(), b.data(), a.size());
 }
 
+void expect_error_line(const RunResult& r, const std::string& needle, int code) {
+  if (code == -1)
+    EXPECT_NE(r.exit_code, 0) << r.out;
+  else
+    EXPECT_EQ(r.exit_code, code) << r.out;
+  auto pos = r.out.find("lowbit: error: ");
+  ASSERT_NE(pos, std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("lowbit: error: ", pos + 1), std::string::npos) << "one error line only: " << r.out;
+  const std::string line = r.out.substr(pos);
+  EXPECT_EQ(line.find('\n'), line.size() - 1) << "error must be one line: " << r.out;
+  EXPECT_NE(line.find(needle), std::string::npos) << "error should mention '" << needle << "': " << r.out;
+}
+
+std::vector<int32_t> golden_ids(const SafetensorsFile& g) {
+  Tensor t = g.get("input_ids");  // [1, T] i32
+  return std::vector<int32_t>(t.data<int32_t>(), t.data<int32_t>() + t.numel());
+}
+
+uint64_t fnv1a(const std::vector<uint8_t>& bytes) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (uint8_t b : bytes) {
+    h ^= b;
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}
+
 std::string read_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   std::stringstream ss;

@@ -2,8 +2,11 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <string>
 #include <vector>
+
+#include "io/safetensors.h"
 
 namespace lowbit::test {
 
@@ -32,6 +35,16 @@ RunResult run_lowbit_env(const std::string& env, const std::string& args);
 // ||a - b|| / ||b||, in double.
 double normalized_error(const float* a, const float* b, size_t n);
 double normalized_error(const std::vector<float>& a, const std::vector<float>& b);
+
+// One error line "lowbit: error: ..." in r.out (no second one, nothing after it) naming `needle`;
+// exit code `code`, or any nonzero one when code is -1.
+void expect_error_line(const RunResult& r, const std::string& needle, int code = -1);
+
+// A golden's "input_ids" tensor ([1, T] i32) as a vector.
+std::vector<int32_t> golden_ids(const SafetensorsFile& g);
+
+// FNV-1a, 64-bit, of the bytes (the reference image hashes).
+uint64_t fnv1a(const std::vector<uint8_t>& bytes);
 
 std::string read_file(const std::string& path);
 void write_file(const std::string& path, const std::string& data);

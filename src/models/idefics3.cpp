@@ -12,6 +12,7 @@
 #include "io/files.h"
 #include "io/json_util.h"
 #include "models/clip_names.h"
+#include "models/vlm_common.h"
 
 namespace lowbit {
 
@@ -20,19 +21,6 @@ using json = nlohmann::json;
 // ---- config -------------------------------------------------------------------------------------
 
 namespace {
-
-// HF LlamaConfig's defaults for keys a text_config leaves out.
-json llama_text_defaults(json t) {
-  static const std::pair<const char*, json> kDefaults[] = {
-      {"hidden_size", 4096}, {"intermediate_size", 11008}, {"num_hidden_layers", 32},
-      {"num_attention_heads", 32}, {"vocab_size", 32000}, {"max_position_embeddings", 2048},
-      {"rms_norm_eps", 1e-6}};
-  if (t.value("model_type", std::string("llama")) == "llama")
-    for (const auto& [k, v] : kDefaults)
-      if (!t.contains(k) || t[k].is_null()) t[k] = v;
-  t.erase("architectures");
-  return t;
-}
 
 Idefics3Config parse_idefics3(const json& j, const std::string& path) {
   LOWBIT_CHECK(j.is_object(), ConfigError, "{}: config must be a JSON object", path);
@@ -43,16 +31,11 @@ Idefics3Config parse_idefics3(const json& j, const std::string& path) {
   LOWBIT_CHECK(c.architecture == "Idefics3ForConditionalGeneration" || (c.architecture.empty() && type == "idefics3"),
                ConfigError, "{}: architecture '{}' (model_type '{}') is not Idefics3ForConditionalGeneration", path,
                c.architecture, type);
-  LOWBIT_CHECK(j.contains("text_config") && j["text_config"].is_object(), ConfigError,
-               "{}: missing object 'text_config'", path);
-  LOWBIT_CHECK(j.contains("vision_config") && j["vision_config"].is_object(), ConfigError,
-               "{}: missing object 'vision_config'", path);
-  json text = llama_text_defaults(j["text_config"]);
+  check_text_and_vision_configs(j, path);
+  json text = llama_text_config(j["text_config"]);
   // As for LLaVA: the checkpoint's dtype is stated at the top level and the decoder's RoPE
   // frequencies follow it (HF rounds its inv_freq buffer to the load dtype).
-  for (const char* key : {"dtype", "torch_dtype"})
-    if (!text.contains("dtype") && !text.contains("torch_dtype") && j.contains(key) && j[key].is_string())
-      text["dtype"] = j[key];
+  inherit_top_level_dtype(text, j);
   // The head is tied by the top-level flag (the model class ties lm_head to the text model's
   // embed_tokens); text_config's own flag counts only when the top level does not say.
   if (j.contains("tie_word_embeddings") && j["tie_word_embeddings"].is_boolean())
@@ -74,14 +57,8 @@ Idefics3Config parse_idefics3(const json& j, const std::string& path) {
   LOWBIT_CHECK(c.vision.grid() % c.scale_factor == 0, ConfigError,
                "{}: the vision grid {}x{} (image_size {} / patch_size {}) is not divisible by scale_factor {}", path,
                c.vision.grid(), c.vision.grid(), c.vision.image_size, c.vision.patch_size, c.scale_factor);
-  const char* tok_key = j.contains("image_token_id") ? "image_token_id" : "image_token_index";
-  if (j.contains(tok_key)) {
-    LOWBIT_CHECK(j[tok_key].is_number_integer() && j[tok_key].get<int64_t>() >= 0 &&
-                     j[tok_key].get<int64_t>() < c.text.vocab_size,
-                 ConfigError, "{}: '{}' must be a token id in [0, {}), got {}", path, tok_key, c.text.vocab_size,
-                 json_excerpt(j[tok_key]));
-    c.image_token_id = j[tok_key].get<int32_t>();
-  }
+  if (const auto tok = image_token_from_json(j, "image_token_id", "image_token_index", c.text.vocab_size, path))
+    c.image_token_id = *tok;
   LOWBIT_CHECK(c.image_token_id < c.text.vocab_size, ConfigError,
                "{}: image_token_id {} (default) is outside the vocabulary of {}; set 'image_token_id'", path,
                c.image_token_id, c.text.vocab_size);
@@ -106,28 +83,19 @@ bool mask_at(const Tensor& m, int64_t i) {
 }  // namespace
 
 Idefics3Config Idefics3Config::from_json(const json& j, const std::string& path) {
-  try {
-    return parse_idefics3(j, path);
-  } catch (const json::exception& e) {
-    throw ConfigError(fmt::format("{}: {}", path, e.what()));
-  }
+  return json_errors_as_config(path, [&] { return parse_idefics3(j, path); });
 }
 
 Idefics3Config Idefics3Config::load(const std::string& dir) {
-  const std::string path = (std::filesystem::path(dir) / "config.json").string();
-  LOWBIT_CHECK(std::filesystem::is_directory(dir), IoError, "model directory '{}' does not exist", dir);
-  LOWBIT_CHECK(std::ifstream(path).good(), IoError, "cannot open {}", path);
-  return from_json(parse_json(read_text_file(path), path), path);
+  const ModelConfigJson f = read_model_config(dir);
+  return from_json(f.json, f.path);
 }
 
 bool is_idefics3_dir(const std::string& dir) {
-  const std::string path = (std::filesystem::path(dir) / "config.json").string();
-  if (!std::ifstream(path).good()) return false;
-  const json j = parse_json(read_text_file(path), path);
+  const json j = read_config_or_null(dir);
   if (!j.is_object()) return false;
   if (j.value("model_type", std::string()) == "idefics3") return true;
-  return j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() &&
-         j["architectures"][0] == "Idefics3ForConditionalGeneration";
+  return first_architecture(j) == "Idefics3ForConditionalGeneration";
 }
 
 // ---- connector ----------------------------------------------------------------------------------
@@ -181,7 +149,7 @@ Idefics3Model Idefics3Model::from_store(const Idefics3Config& cfg, const WeightS
   Idefics3Model m;
   m.cfg = cfg;
   m.dir = dir;
-  TensorSource get = [&store](const std::string& name) { return store.has(name) ? store.get(name) : Tensor(); };
+  TensorSource get = store_tensors(store);
   PackedSource none;
   m.vision = ClipVisionTower::from_source(cfg.vision, WeightSource{get, none, source}, kVisionRoot);
 
@@ -194,13 +162,7 @@ Idefics3Model Idefics3Model::from_store(const Idefics3Config& cfg, const WeightS
                kProjection);
 
   // The language model under LLaMA's own names: "model.X" ↔ "model.text_model.X", "lm_head.*" as is.
-  const std::string model_prefix = "model.";
-  TensorSource lm_get = [&store, model_prefix](const std::string& name) {
-    const std::string mapped = name.compare(0, model_prefix.size(), model_prefix) == 0
-                                   ? kTextRoot + name.substr(model_prefix.size())
-                                   : kHeadRoot + name;
-    return store.has(mapped) ? store.get(mapped) : Tensor();
-  };
+  TensorSource lm_get = language_model_tensors(store, kTextRoot, kHeadRoot);
   m.language = LlamaModel::from_source(cfg.text, lm_get, {}, source + " (language model)", dir);
   return m;
 }

@@ -14,6 +14,7 @@
 #include "models/clip_names.h"
 #include "models/llama_names.h"
 #include "models/llava_names.h"
+#include "models/vlm_common.h"
 
 namespace lowbit {
 
@@ -22,20 +23,6 @@ using json = nlohmann::json;
 // ---- config -------------------------------------------------------------------------------------
 
 namespace {
-
-// HF LlamaConfig's defaults for the keys llava-hf configs leave out of text_config
-// (llava-1.5-7b-hf lists only vocab_size, max_position_embeddings, rms_norm_eps, ...).
-json text_config_with_defaults(json t) {
-  static const std::pair<const char*, json> kDefaults[] = {
-      {"hidden_size", 4096}, {"intermediate_size", 11008}, {"num_hidden_layers", 32},
-      {"num_attention_heads", 32}, {"vocab_size", 32000}, {"max_position_embeddings", 2048},
-      {"rms_norm_eps", 1e-6}};
-  if (t.value("model_type", std::string("llama")) == "llama")
-    for (const auto& [k, v] : kDefaults)
-      if (!t.contains(k) || t[k].is_null()) t[k] = v;
-  t.erase("architectures");  // the text model's own class name is not what we load
-  return t;
-}
 
 LlavaConfig parse_llava(const json& j, const std::string& path, const LlavaFamily& family) {
   LOWBIT_CHECK(j.is_object(), ConfigError, "{}: config must be a JSON object", path);
@@ -47,26 +34,15 @@ LlavaConfig parse_llava(const json& j, const std::string& path, const LlavaFamil
                ConfigError, "{}: architecture '{}' (model_type '{}') is not {}", path, c.architecture, type,
                family.architecture);
   if (c.architecture.empty()) c.architecture = family.architecture;
-  LOWBIT_CHECK(j.contains("text_config") && j["text_config"].is_object(), ConfigError,
-               "{}: missing object 'text_config'", path);
-  LOWBIT_CHECK(j.contains("vision_config") && j["vision_config"].is_object(), ConfigError,
-               "{}: missing object 'vision_config'", path);
-  json text = text_config_with_defaults(j["text_config"]);
-  // The checkpoint's dtype is stated at the top level; the decoder's RoPE frequencies follow
-  // it (LlamaConfig::inv_freq rounds them as HF's buffers are when the model loads in f16/bf16).
-  for (const char* key : {"dtype", "torch_dtype"})
-    if (!text.contains("dtype") && !text.contains("torch_dtype") && j.contains(key) && j[key].is_string())
-      text["dtype"] = j[key];
+  check_text_and_vision_configs(j, path);
+  // HF LlamaConfig's defaults for the keys llava-hf configs leave out of text_config
+  // (llava-1.5-7b-hf lists only vocab_size, max_position_embeddings, rms_norm_eps, ...).
+  json text = llama_text_config(j["text_config"]);
+  inherit_top_level_dtype(text, j);
   c.text = LlamaConfig::from_json(text, path + " (text_config)");
   c.vision = ClipVisionConfig::from_json(j["vision_config"], path);
-  const char* tok_key = j.contains("image_token_index") ? "image_token_index" : "image_token_id";
-  if (j.contains(tok_key)) {
-    LOWBIT_CHECK(j[tok_key].is_number_integer() && j[tok_key].get<int64_t>() >= 0 &&
-                     j[tok_key].get<int64_t>() < c.text.vocab_size,
-                 ConfigError, "{}: '{}' must be a token id in [0, {}), got {}", path, tok_key, c.text.vocab_size,
-                 json_excerpt(j[tok_key]));
-    c.image_token_index = j[tok_key].get<int32_t>();
-  }
+  if (const auto tok = image_token_from_json(j, "image_token_index", "image_token_id", c.text.vocab_size, path))
+    c.image_token_index = *tok;
   c.projector_act = parse_activation(j.value("projector_hidden_act", std::string("gelu")), "projector_hidden_act", path);
   c.projector_bias = j.value("multimodal_projector_bias", true);
   if (j.contains("vision_feature_layer")) {
@@ -95,11 +71,7 @@ LlavaConfig parse_llava(const json& j, const std::string& path, const LlavaFamil
 }  // namespace
 
 LlavaConfig LlavaConfig::from_json(const json& j, const std::string& path, const LlavaFamily& family) {
-  try {
-    return parse_llava(j, path, family);
-  } catch (const json::exception& e) {
-    throw ConfigError(fmt::format("{}: {}", path, e.what()));
-  }
+  return json_errors_as_config(path, [&] { return parse_llava(j, path, family); });
 }
 
 LlavaConfig LlavaConfig::from_original_json(const json& j, const std::string& path, const ClipVisionConfig& vision) {
@@ -149,10 +121,8 @@ LlavaConfig LlavaConfig::from_original_json(const json& j, const std::string& pa
 }
 
 LlavaConfig LlavaConfig::load(const std::string& dir) {
-  const std::string path = (std::filesystem::path(dir) / "config.json").string();
-  LOWBIT_CHECK(std::filesystem::is_directory(dir), IoError, "model directory '{}' does not exist", dir);
-  LOWBIT_CHECK(std::ifstream(path).good(), IoError, "cannot open {}", path);
-  return from_json(parse_json(read_text_file(path), path), path);
+  const ModelConfigJson f = read_model_config(dir);
+  return from_json(f.json, f.path);
 }
 
 std::vector<int64_t> LlavaConfig::feature_states() const {
@@ -168,20 +138,6 @@ std::vector<int64_t> LlavaConfig::feature_states() const {
 }
 
 namespace {
-
-std::string first_architecture(const json& j) {
-  if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() &&
-      j["architectures"][0].is_string())
-    return j["architectures"][0].get<std::string>();
-  return {};
-}
-
-// config.json of dir, or null when there is none.
-json read_config_or_null(const std::string& dir) {
-  const std::string path = (std::filesystem::path(dir) / "config.json").string();
-  if (!std::ifstream(path).good()) return json();
-  return parse_json(read_text_file(path), path);
-}
 
 bool original_config(const json& j) {
   const std::string arch = first_architecture(j);
@@ -291,13 +247,13 @@ LlavaModel load_original(const std::string& dir, const std::string& tower_dir) {
   const WeightStore store = WeightStore::open_dir(dir);
   const WeightStore vstore = WeightStore::open_dir(tower_dir);
   PackedSource none;
-  TensorSource vget = [&vstore](const std::string& n) { return vstore.has(n) ? vstore.get(n) : Tensor(); };
+  TensorSource vget = store_tensors(vstore);
   const std::string vroot = llava_names::kClipVisionModelRoot;
   LOWBIT_CHECK(vstore.has(vroot + clip_names::kClassEmbedding), ShapeError, "{}: no CLIP vision tower found (looked for '{}{}')",
                vstore.source(), vroot, clip_names::kClassEmbedding);
   m.vision = ClipVisionTower::from_source(vcfg, WeightSource{vget, none, vstore.source()}, vroot);
 
-  TensorSource get = [&store](const std::string& n) { return store.has(n) ? store.get(n) : Tensor(); };
+  TensorSource get = store_tensors(store);
   const std::string proot = llava_names::kOriginalProjectorRoot;
   LOWBIT_CHECK(store.has(proot + llava_names::kOriginalLinear1 + ".weight"), ShapeError,
                "{}: no projector found (looked for '{}{}.weight')", store.source(), proot, llava_names::kOriginalLinear1);
@@ -346,7 +302,7 @@ LlamaModel LlavaModel::load_language(const std::string& dir) {
   text["model_type"] = "llama";
   const LlamaConfig cfg = LlamaConfig::from_json(text, path);
   const WeightStore store = WeightStore::open_dir(dir);
-  TensorSource get = [&store](const std::string& n) { return store.has(n) ? store.get(n) : Tensor(); };
+  TensorSource get = store_tensors(store);
   return LlamaModel::from_source(cfg, get, {}, store.source() + " (language model)", dir);
 }
 
@@ -377,7 +333,7 @@ LlavaModel LlavaModel::from_store(const LlavaConfig& cfg, const WeightStore& sto
   LlavaModel m;
   m.cfg = cfg;
   m.dir = dir;
-  TensorSource get = [&store](const std::string& name) { return store.has(name) ? store.get(name) : Tensor(); };
+  TensorSource get = store_tensors(store);
   PackedSource none;
   m.vision = ClipVisionTower::from_source(cfg.vision, WeightSource{get, none, source}, vroot);
 
@@ -391,13 +347,7 @@ LlavaModel LlavaModel::from_store(const LlavaConfig& cfg, const WeightStore& sto
   p.linear_2 = load_linear(WeightSource{get, none, source}, proot + llava_names::kLinear2, d, d, cfg.projector_bias);
 
   // The language model under LLaMA's own names: "model.X" ↔ dec_root + "X", "lm_head.*" ↔ head_root + "lm_head.*".
-  const std::string model_prefix = "model.";
-  TensorSource lm_get = [&store, dec_root, head_root, model_prefix](const std::string& name) {
-    const std::string mapped = name.compare(0, model_prefix.size(), model_prefix) == 0
-                                   ? dec_root + name.substr(model_prefix.size())
-                                   : head_root + name;
-    return store.has(mapped) ? store.get(mapped) : Tensor();
-  };
+  TensorSource lm_get = language_model_tensors(store, dec_root, head_root);
   m.language = LlamaModel::from_source(cfg.text, lm_get, {}, source + " (language model)", dir);
   return m;
 }

@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "io/files.h"
 #include "io/json_util.h"
+#include "models/vlm_common.h"
 
 namespace lowbit {
 
@@ -21,9 +22,7 @@ namespace {
 LlavaNextConfig parse_llava_next(const json& j, const std::string& path) {
   LOWBIT_CHECK(j.is_object(), ConfigError, "{}: config must be a JSON object", path);
   LlavaNextConfig c;
-  if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() &&
-      j["architectures"][0].is_string())
-    c.architecture = j["architectures"][0].get<std::string>();
+  c.architecture = first_architecture(j);
   const std::string type = j.value("model_type", std::string());
   LOWBIT_CHECK(c.architecture == "LlavaNextForConditionalGeneration" || (c.architecture.empty() && type == "llava_next"),
                ConfigError, "{}: architecture '{}' (model_type '{}') is not LlavaNextForConditionalGeneration", path,
@@ -65,18 +64,12 @@ LlavaNextConfig parse_llava_next(const json& j, const std::string& path) {
 }  // namespace
 
 LlavaNextConfig LlavaNextConfig::from_json(const json& j, const std::string& path) {
-  try {
-    return parse_llava_next(j, path);
-  } catch (const json::exception& e) {
-    throw ConfigError(fmt::format("{}: {}", path, e.what()));
-  }
+  return json_errors_as_config(path, [&] { return parse_llava_next(j, path); });
 }
 
 LlavaNextConfig LlavaNextConfig::load(const std::string& dir) {
-  const std::string path = (std::filesystem::path(dir) / "config.json").string();
-  LOWBIT_CHECK(std::filesystem::is_directory(dir), IoError, "model directory '{}' does not exist", dir);
-  LOWBIT_CHECK(std::ifstream(path).good(), IoError, "cannot open {}", path);
-  return from_json(parse_json(read_text_file(path), path), path);
+  const ModelConfigJson f = read_model_config(dir);
+  return from_json(f.json, f.path);
 }
 
 int64_t LlavaNextConfig::num_tiles(Resolution image_size) const {
@@ -119,13 +112,10 @@ void LlavaNextModel::embed_multimodal(const int32_t* ids, int64_t T, const Tenso
 }
 
 bool is_llava_next_dir(const std::string& dir) {
-  const std::string path = (std::filesystem::path(dir) / "config.json").string();
-  if (!std::ifstream(path).good()) return false;
-  const json j = parse_json(read_text_file(path), path);
+  const json j = read_config_or_null(dir);
   if (!j.is_object()) return false;
   if (j.value("model_type", std::string()) == "llava_next") return true;
-  return j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() &&
-         j["architectures"][0] == "LlavaNextForConditionalGeneration";
+  return first_architecture(j) == "LlavaNextForConditionalGeneration";
 }
 
 // ---- loading --------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "io/files.h"
 #include "io/json_util.h"
+#include "vision/processor_config.h"
 
 namespace lowbit {
 
@@ -60,7 +61,7 @@ Resolution AnyresProcessorConfig::base_size() const {
 AnyresProcessorConfig AnyresProcessorConfig::from_json(const json& root, const std::string& source) {
   AnyresProcessorConfig c;
   c.clip = ClipProcessorConfig::from_json(root, source);
-  const json& j = root.contains("image_processor") ? root["image_processor"] : root;
+  const json& j = image_processor_section(root, source);
   if (auto it = j.find("image_grid_pinpoints"); it != j.end() && !it->is_null())
     c.grid_pinpoints = parse_grid_pinpoints(*it, "image_grid_pinpoints", source);
   LOWBIT_CHECK(c.clip.crop_height == c.clip.crop_width, ConfigError,
@@ -75,12 +76,8 @@ AnyresProcessorConfig AnyresProcessorConfig::from_json(const json& root, const s
 }
 
 AnyresProcessorConfig AnyresProcessorConfig::load(const std::string& model_dir) {
-  namespace fs = std::filesystem;
-  for (const char* name : {"preprocessor_config.json", "processor_config.json"}) {
-    const std::string path = (fs::path(model_dir) / name).string();
-    if (fs::exists(path)) return from_json(parse_json(read_text_file(path), path), path);
-  }
-  throw IoError(fmt::format("{}: no preprocessor_config.json or processor_config.json", model_dir));
+  const ProcessorJson f = read_processor_json(model_dir, "preprocessor_config.json", "processor_config.json");
+  return from_json(f.json, f.path);
 }
 
 Resolution select_best_resolution(Resolution original, const std::vector<Resolution>& candidates) {

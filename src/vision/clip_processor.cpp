@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "io/files.h"
 #include "io/json_util.h"
+#include "vision/processor_config.h"
 
 namespace lowbit {
 namespace {
@@ -17,49 +18,11 @@ using json = nlohmann::json;
 
 // ------------------------------------------------------------------ config reading
 
-bool get_bool(const json& j, const char* key, bool dflt, const std::string& source) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return dflt;
-  LOWBIT_CHECK(it->is_boolean(), ConfigError, "{}: '{}' must be true or false, got {}", source, key,
-               json_excerpt(*it));
-  return it->get<bool>();
-}
-
-double get_double(const json& j, const char* key, double dflt, const std::string& source) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return dflt;
-  LOWBIT_CHECK(it->is_number(), ConfigError, "{}: '{}' must be a number, got {}", source, key,
-               json_excerpt(*it));
-  return it->get<double>();
-}
-
 // An image side from JSON: an integer in [1, 65536].
 int64_t get_side(const json& v, const std::string& what, const std::string& source) {
   LOWBIT_CHECK(v.is_number_integer() && v.get<int64_t>() >= 1 && v.get<int64_t>() <= 65536, ConfigError,
                "{}: '{}' must be an integer in [1, 65536], got {}", source, what, json_excerpt(v));
   return v.get<int64_t>();
-}
-
-std::array<double, 3> get_triple(const json& j, const char* key, const std::array<double, 3>& dflt,
-                                 const std::string& source, bool positive) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return dflt;
-  std::array<double, 3> out{};
-  if (it->is_number()) {  // a scalar applies to every channel
-    out.fill(it->get<double>());
-  } else {
-    LOWBIT_CHECK(it->is_array() && it->size() == 3, ConfigError,
-                 "{}: '{}' must be a list of 3 numbers (RGB), got {}", source, key, json_excerpt(*it));
-    for (size_t c = 0; c < 3; ++c) {
-      LOWBIT_CHECK((*it)[c].is_number(), ConfigError, "{}: '{}' must be a list of 3 numbers, got {}",
-                   source, key, json_excerpt(*it));
-      out[c] = (*it)[c].get<double>();
-    }
-  }
-  for (double v : out)
-    LOWBIT_CHECK(std::isfinite(v) && (!positive || v > 0), ConfigError, "{}: '{}' has an invalid value {}",
-                 source, key, json_excerpt(*it));
-  return out;
 }
 
 // ------------------------------------------------------------------ PIL resampling
@@ -192,11 +155,9 @@ Image resample_vertical(const Image& in, int64_t out_h, int resample, ResizeArit
 }  // namespace
 
 ClipProcessorConfig ClipProcessorConfig::from_json(const json& root, const std::string& source) {
-  LOWBIT_CHECK(root.is_object(), ConfigError, "{}: expected a JSON object", source);
-  const json& j = root.contains("image_processor") ? root["image_processor"] : root;
-  LOWBIT_CHECK(j.is_object(), ConfigError, "{}: 'image_processor' must be an object", source);
+  const json& j = image_processor_section(root, source);
   ClipProcessorConfig c;
-  c.do_resize = get_bool(j, "do_resize", c.do_resize, source);
+  c.do_resize = processor_bool(j, "do_resize", c.do_resize, source);
   if (auto it = j.find("size"); it != j.end() && !it->is_null()) {
     if (it->is_number()) {  // old configs: a bare int is the shortest edge
       c.shortest_edge = get_side(*it, "size", source);
@@ -224,7 +185,7 @@ ClipProcessorConfig ClipProcessorConfig::from_json(const json& root, const std::
                  source, r);
     c.resample = int(r);
   }
-  c.do_center_crop = get_bool(j, "do_center_crop", c.do_center_crop, source);
+  c.do_center_crop = processor_bool(j, "do_center_crop", c.do_center_crop, source);
   if (auto it = j.find("crop_size"); it != j.end() && !it->is_null()) {
     if (it->is_number()) {
       c.crop_height = c.crop_width = get_side(*it, "crop_size", source);
@@ -235,23 +196,19 @@ ClipProcessorConfig ClipProcessorConfig::from_json(const json& root, const std::
       c.crop_width = get_side((*it)["width"], "crop_size.width", source);
     }
   }
-  c.do_rescale = get_bool(j, "do_rescale", c.do_rescale, source);
-  c.rescale_factor = get_double(j, "rescale_factor", c.rescale_factor, source);
+  c.do_rescale = processor_bool(j, "do_rescale", c.do_rescale, source);
+  c.rescale_factor = processor_double(j, "rescale_factor", c.rescale_factor, source);
   LOWBIT_CHECK(std::isfinite(c.rescale_factor), ConfigError, "{}: 'rescale_factor' must be finite", source);
-  c.do_normalize = get_bool(j, "do_normalize", c.do_normalize, source);
-  c.image_mean = get_triple(j, "image_mean", c.image_mean, source, false);
-  c.image_std = get_triple(j, "image_std", c.image_std, source, true);
-  c.do_convert_rgb = get_bool(j, "do_convert_rgb", c.do_convert_rgb, source);
+  c.do_normalize = processor_bool(j, "do_normalize", c.do_normalize, source);
+  c.image_mean = processor_triple(j, "image_mean", c.image_mean, source, false);
+  c.image_std = processor_triple(j, "image_std", c.image_std, source, true);
+  c.do_convert_rgb = processor_bool(j, "do_convert_rgb", c.do_convert_rgb, source);
   return c;
 }
 
 ClipProcessorConfig ClipProcessorConfig::load(const std::string& model_dir) {
-  namespace fs = std::filesystem;
-  for (const char* name : {"preprocessor_config.json", "processor_config.json"}) {
-    const std::string path = (fs::path(model_dir) / name).string();
-    if (fs::exists(path)) return from_json(parse_json(read_text_file(path), path), path);
-  }
-  throw IoError(fmt::format("{}: no preprocessor_config.json or processor_config.json", model_dir));
+  const ProcessorJson f = read_processor_json(model_dir, "preprocessor_config.json", "processor_config.json");
+  return from_json(f.json, f.path);
 }
 
 Image resize_antialias(const Image& in, int64_t out_width, int64_t out_height, int resample,

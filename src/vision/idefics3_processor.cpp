@@ -10,19 +10,12 @@
 #include "io/files.h"
 #include "io/json_util.h"
 #include "vision/clip_processor.h"
+#include "vision/processor_config.h"
 
 namespace lowbit {
 namespace {
 
 using json = nlohmann::json;
-
-bool get_bool(const json& j, const char* key, bool dflt, const std::string& source) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return dflt;
-  LOWBIT_CHECK(it->is_boolean(), ConfigError, "{}: '{}' must be true or false, got {}", source, key,
-               json_excerpt(*it));
-  return it->get<bool>();
-}
 
 // An image side: an integer in [1, 65536], either bare or as {"longest_edge": n}.
 int64_t get_longest_edge(const json& j, const char* key, int64_t dflt, const std::string& source) {
@@ -37,28 +30,6 @@ int64_t get_longest_edge(const json& j, const char* key, int64_t dflt, const std
   LOWBIT_CHECK(v->is_number_integer() && v->get<int64_t>() >= 1 && v->get<int64_t>() <= 65536, ConfigError,
                "{}: '{}' longest_edge must be an integer in [1, 65536], got {}", source, key, json_excerpt(*v));
   return v->get<int64_t>();
-}
-
-std::array<double, 3> get_triple(const json& j, const char* key, const std::array<double, 3>& dflt,
-                                 const std::string& source, bool positive) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return dflt;
-  std::array<double, 3> out{};
-  if (it->is_number()) {
-    out.fill(it->get<double>());
-  } else {
-    LOWBIT_CHECK(it->is_array() && it->size() == 3, ConfigError, "{}: '{}' must be a list of 3 numbers, got {}",
-                 source, key, json_excerpt(*it));
-    for (size_t c = 0; c < 3; ++c) {
-      LOWBIT_CHECK((*it)[c].is_number(), ConfigError, "{}: '{}' must be a list of 3 numbers, got {}", source, key,
-                   json_excerpt(*it));
-      out[c] = (*it)[c].get<double>();
-    }
-  }
-  for (double v : out)
-    LOWBIT_CHECK(std::isfinite(v) && (!positive || v > 0), ConfigError, "{}: '{}' has an invalid value {}", source,
-                 key, v);
-  return out;
 }
 
 // Python's int(a / b) for positive ints: the correctly rounded double quotient, truncated.
@@ -77,16 +48,14 @@ Image crop(const Image& in, int64_t top, int64_t left, int64_t h, int64_t w) {
 }  // namespace
 
 Idefics3ProcessorConfig Idefics3ProcessorConfig::from_json(const json& root, const std::string& source) {
-  LOWBIT_CHECK(root.is_object(), ConfigError, "{}: expected a JSON object", source);
-  const json& j = root.contains("image_processor") ? root["image_processor"] : root;
-  LOWBIT_CHECK(j.is_object(), ConfigError, "{}: 'image_processor' must be an object", source);
+  const json& j = image_processor_section(root, source);
   if (auto t = j.find("image_processor_type"); t != j.end() && t->is_string()) {
     const std::string type = t->get<std::string>();
     LOWBIT_CHECK(type.rfind("Idefics3ImageProcessor", 0) == 0 || type.rfind("SmolVLMImageProcessor", 0) == 0,
                  ConfigError, "{}: image_processor_type '{}' is not an Idefics3 image processor", source, type);
   }
   Idefics3ProcessorConfig c;
-  c.do_resize = get_bool(j, "do_resize", c.do_resize, source);
+  c.do_resize = processor_bool(j, "do_resize", c.do_resize, source);
   c.longest_edge = get_longest_edge(j, "size", c.longest_edge, source);
   if (auto it = j.find("resample"); it != j.end() && !it->is_null()) {
     LOWBIT_CHECK(it->is_number_integer(), ConfigError, "{}: 'resample' must be an integer, got {}", source,
@@ -98,17 +67,17 @@ Idefics3ProcessorConfig Idefics3ProcessorConfig::from_json(const json& root, con
                  source, r);
     c.resample = r == 1 ? 3 : int(r);
   }
-  c.do_image_splitting = get_bool(j, "do_image_splitting", c.do_image_splitting, source);
+  c.do_image_splitting = processor_bool(j, "do_image_splitting", c.do_image_splitting, source);
   c.max_image_size = get_longest_edge(j, "max_image_size", c.max_image_size, source);
-  c.do_rescale = get_bool(j, "do_rescale", c.do_rescale, source);
+  c.do_rescale = processor_bool(j, "do_rescale", c.do_rescale, source);
   if (auto it = j.find("rescale_factor"); it != j.end() && !it->is_null()) {
     LOWBIT_CHECK(it->is_number() && std::isfinite(it->get<double>()) && it->get<double>() > 0, ConfigError,
                  "{}: 'rescale_factor' must be a positive number, got {}", source, json_excerpt(*it));
     c.rescale_factor = it->get<double>();
   }
-  c.do_normalize = get_bool(j, "do_normalize", c.do_normalize, source);
-  c.image_mean = get_triple(j, "image_mean", c.image_mean, source, false);
-  c.image_std = get_triple(j, "image_std", c.image_std, source, true);
+  c.do_normalize = processor_bool(j, "do_normalize", c.do_normalize, source);
+  c.image_mean = processor_triple(j, "image_mean", c.image_mean, source, false);
+  c.image_std = processor_triple(j, "image_std", c.image_std, source, true);
   if (auto it = root.find("image_seq_len"); it != root.end() && !it->is_null()) {
     LOWBIT_CHECK(it->is_number_integer() && it->get<int64_t>() >= 1 && it->get<int64_t>() <= (1 << 20), ConfigError,
                  "{}: 'image_seq_len' must be a positive integer, got {}", source, json_excerpt(*it));
@@ -118,12 +87,8 @@ Idefics3ProcessorConfig Idefics3ProcessorConfig::from_json(const json& root, con
 }
 
 Idefics3ProcessorConfig Idefics3ProcessorConfig::load(const std::string& model_dir) {
-  namespace fs = std::filesystem;
-  for (const char* name : {"processor_config.json", "preprocessor_config.json"}) {
-    const std::string path = (fs::path(model_dir) / name).string();
-    if (fs::exists(path)) return from_json(parse_json(read_text_file(path), path), path);
-  }
-  throw IoError(fmt::format("{}: no processor_config.json or preprocessor_config.json", model_dir));
+  const ProcessorJson f = read_processor_json(model_dir, "processor_config.json", "preprocessor_config.json");
+  return from_json(f.json, f.path);
 }
 
 std::pair<int64_t, int64_t> idefics3_resize_size(int64_t height, int64_t width, int64_t longest_edge) {
