@@ -124,11 +124,11 @@ TEST(VlmTemplates, RenderExactly) {
   EXPECT_THROW(render_prompt("llava-1.5", "<image> one", 2), ArgError);
   EXPECT_THROW(render_prompt("vicuna_v1", "<image>", 0), ArgError);
   try {
-    find_chat_template("chatml");
+    find_chat_template("zephyr");
     FAIL() << "expected ArgError";
   } catch (const ArgError& e) {
     const std::string m = e.what();
-    EXPECT_NE(m.find("chatml"), std::string::npos) << m;
+    EXPECT_NE(m.find("zephyr"), std::string::npos) << m;
     EXPECT_NE(m.find("raw, llava-1.5, vicuna_v1"), std::string::npos) << m;
   }
 }
@@ -330,7 +330,7 @@ TEST(VlmCli, BadInputsGiveOneLineErrors) {
                "placeholder", 2);
   expect_error_line(run_lowbit(gen + " --template raw --prompt '<image> but no image'"), "placeholder", 2);
   // Unknown template: the supported names are listed.
-  expect_error_line(run_lowbit(gen + " --template chatml --prompt hi"), "llava-1.5, vicuna_v1", 2);
+  expect_error_line(run_lowbit(gen + " --template zephyr --prompt hi"), "llava-1.5, vicuna_v1", 2);
   // A truncated JPEG, a corrupt one, a text file named .jpg.
   const std::string jpg = read_file(photo);
   write_file(d + "/trunc.jpg", jpg.substr(0, jpg.size() / 2));

@@ -71,7 +71,7 @@ TEST(VlmTemplatesNext, RenderExactly) {
   EXPECT_EQ(render_prompt("idefics3", "Left <image> right", 1), "User: Left <image> right<end_of_utterance>\nAssistant:");
   EXPECT_THROW(render_prompt("idefics3", "<image><image>", 1), ArgError);
   EXPECT_THROW(render_prompt("mistral-instruct", "<image>", 0), ArgError);
-  EXPECT_EQ(chat_template_names(), "raw, llava-1.5, vicuna_v1, mistral-instruct, idefics3");
+  EXPECT_EQ(chat_template_names(), "raw, llava-1.5, vicuna_v1, mistral-instruct, chatml, llama3, idefics3");
 }
 
 TEST(VlmTemplatesNext, AutoFromModelFiles) {
@@ -86,7 +86,8 @@ TEST(VlmTemplatesNext, AutoFromModelFiles) {
   EXPECT_EQ(resolve_template("raw", smol), "raw");
 
   const std::string d = temp_dir("vlm_auto_next");
-  // NeXT chat templates: [INST] → mistral-instruct, LLaVA-1.5's (llava-v1.6-vicuna) → llava-1.5, others refused.
+  // NeXT chat templates: [INST] → mistral-instruct, LLaVA-1.5's (llava-v1.6-vicuna) → llava-1.5, ChatML and
+  // LLaMA-3 headers (test_vlm_templates_next_base.cpp), others (here Zephyr's <|user|>) refused.
   EXPECT_EQ(auto_template_name(dir_with_template(
                 next, d + "/mistral",
                 "{% for m in messages %}{% if m['role'] == 'user' %}{{ '[INST] ' }}{% for c in m['content'] %}"
@@ -97,10 +98,10 @@ TEST(VlmTemplatesNext, AutoFromModelFiles) {
                 next, d + "/vicuna",
                 "{% for m in messages %}{{ m['role'].upper() + ': ' }}{{ '<image>\\n' }}{% endfor %}ASSISTANT:")),
             "llava-1.5");
-  const std::string chatml = dir_with_template(
-      next, d + "/chatml", "{% for m in messages %}<|im_start|>{{ m['role'] }}\n<|im_end|>{% endfor %}");
+  const std::string zephyr = dir_with_template(
+      next, d + "/zephyr", "{% for m in messages %}<|{{ m['role'] }}|>\n{{ eos_token }}{% endfor %}<|assistant|>");
   try {
-    auto_template_name(chatml);
+    auto_template_name(zephyr);
     FAIL() << "expected ConfigError";
   } catch (const ConfigError& e) {
     const std::string m = e.what();
@@ -112,7 +113,7 @@ TEST(VlmTemplatesNext, AutoFromModelFiles) {
                ConfigError);
   // The CLI refuses it with one line (exit 1: the model's files, not a flag).
   LOWBIT_REQUIRE_SHARED(photo, "data/images/waterview.jpg");
-  expect_error_line(run_lowbit("generate --model " + chatml + " --image " + photo + " --prompt hi"), "chat template", 1);
+  expect_error_line(run_lowbit("generate --model " + zephyr + " --image " + photo + " --prompt hi"), "chat template", 1);
 }
 
 // ---- the golden prompts, rendered by --template auto and expanded -----------------------------------

@@ -45,6 +45,28 @@ std::string render_mistral_instruct(const std::string& prompt, int64_t n_images,
   return "[INST] " + images_then_text(prompt, n_images) + " [/INST]";
 }
 
+// llava-v1.6-34b (Nous-Hermes-2-Yi-34B, original LLaVA's conv_chatml_direct): the prompt of the
+// llava-hf/llava-v1.6-34b-hf model card, system turn included, no newline after <|im_end|>:
+// "<|im_start|>system\nAnswer the questions.<|im_end|><|im_start|>user\n" + images ("<image>\n"
+// each) + text + "<|im_end|><|im_start|>assistant\n".
+std::string render_chatml(const std::string& prompt, int64_t n_images, const TemplateContext&) {
+  return "<|im_start|>system\nAnswer the questions.<|im_end|><|im_start|>user\n" + images_then_text(prompt, n_images) +
+         "<|im_end|><|im_start|>assistant\n";
+}
+
+// llama3-llava-next-8b (llava-hf/llama3-llava-next-8b-hf's chat_template.json, one user turn and the
+// generation prompt): "<|start_header_id|>user<|end_header_id|>\n\n" + "<image>" × n + "\n" + text +
+// "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n". No system turn; the template writes
+// no <|begin_of_text|>: LlavaModel::prompt_ids adds the tokenizer's BOS, so the ids hold exactly one.
+// User-placed placeholders are the text itself.
+std::string render_llama3(const std::string& prompt, int64_t n_images, const TemplateContext&) {
+  std::string images;
+  if (count_image_placeholders(prompt) == 0)
+    for (int64_t i = 0; i < n_images; ++i) images += kImage;
+  return "<|start_header_id|>user<|end_header_id|>\n\n" + images + "\n" + prompt +
+         "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n";
+}
+
 // Idefics3 / SmolVLM: bos + "User" + (":" before image-first content, ": " otherwise) + the
 // contents ("<image>" each, then the text) + "<end_of_utterance>\n" + "Assistant:".
 std::string render_idefics3(const std::string& prompt, int64_t n_images, const TemplateContext& ctx) {
@@ -79,6 +101,8 @@ bool has(const std::string& t, const char* s) { return t.find(s) != std::string:
 // upper-cased roles, `<image>` placeholders, ends with "ASSISTANT:".
 bool looks_like_llava15(const std::string& t) { return has(t, ".upper()") && has(t, "<image>") && has(t, "ASSISTANT:"); }
 bool looks_like_mistral_instruct(const std::string& t) { return has(t, "[INST]") && has(t, "[/INST]"); }
+bool looks_like_chatml(const std::string& t) { return has(t, "<|im_start|>"); }
+bool looks_like_llama3(const std::string& t) { return has(t, "<|start_header_id|>"); }
 bool looks_like_idefics3(const std::string& t) { return has(t, "<end_of_utterance>") && has(t, "Assistant:"); }
 
 // --template auto by architecture (config.json's architectures[0], else model_type). VLM
@@ -100,7 +124,10 @@ const std::vector<AutoRule>& auto_rules() {
       {"LlavaNextForConditionalGeneration",
        "llava_next",
        "mistral-instruct",
-       {{looks_like_mistral_instruct, "mistral-instruct"}, {looks_like_llava15, "llava-1.5"}}},
+       {{looks_like_mistral_instruct, "mistral-instruct"},
+        {looks_like_llava15, "llava-1.5"},
+        {looks_like_chatml, "chatml"},
+        {looks_like_llama3, "llama3"}}},
       {"Idefics3ForConditionalGeneration", "idefics3", "idefics3", {{looks_like_idefics3, "idefics3"}}},
   };
   return k;
@@ -116,6 +143,14 @@ const std::vector<ChatTemplate>& chat_templates() {
        render_vicuna_v1},
       {"mistral-instruct", "[INST] <image>\\n{prompt} [/INST] (LLaVA-NeXT on Mistral-7B-Instruct)",
        render_mistral_instruct},
+      {"chatml",
+       "<|im_start|>system\\nAnswer the questions.<|im_end|><|im_start|>user\\n<image>\\n{prompt}<|im_end|>"
+       "<|im_start|>assistant\\n (LLaVA-NeXT on Nous-Hermes-2-Yi-34B)",
+       render_chatml},
+      {"llama3",
+       "<|start_header_id|>user<|end_header_id|>\\n\\n<image>\\n{prompt}<|eot_id|>"
+       "<|start_header_id|>assistant<|end_header_id|>\\n\\n (llama3-llava-next-8b)",
+       render_llama3},
       {"idefics3", "{bos}User:<image>{prompt}<end_of_utterance>\\nAssistant: (Idefics3 / SmolVLM)", render_idefics3},
   };
   return k;

@@ -16,6 +16,21 @@
 //              template; the tiny-llava-next golden's prompt):
 //                "[INST] " + "<image>\n" × n_images + prompt + " [/INST]"
 //              (BOS comes from the tokenizer, as with llava-1.5.)
+//   chatml     LLaVA-NeXT on Nous-Hermes-2-Yi-34B (llava-v1.6-34b; original LLaVA's
+//              conv_chatml_direct): the prompt of the llava-hf/llava-v1.6-34b-hf model card,
+//                "<|im_start|>system\nAnswer the questions.<|im_end|><|im_start|>user\n"
+//                + "<image>\n" × n_images + prompt + "<|im_end|><|im_start|>assistant\n"
+//              (no newline after <|im_end|>). Note: that repository's chat_template.json renders a
+//              user-only conversation without the system turn and with "<|im_end|>\n"; lowbit
+//              renders the model card's (training) form. BOS as the tokenizer says.
+//   llama3     LLaVA-NeXT on Meta-Llama-3-8B-Instruct (llava-hf/llama3-llava-next-8b-hf's
+//              chat_template.json, one user turn plus the generation prompt; no system turn):
+//                "<|start_header_id|>user<|end_header_id|>\n\n" + "<image>" × n_images + "\n"
+//                + prompt + "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+//              (the images with nothing between them, then "\n" and the text, as that template
+//              writes them). The template writes no <|begin_of_text|>: the tokenizer's BOS is
+//              added to the ids (LlavaModel::prompt_ids), so there is exactly one, as with HF's
+//              processor on the rendered chat template.
 //   idefics3   Idefics3 / SmolVLM (HuggingFaceM4/Idefics3-8B-Llama3, SmolVLM-Instruct):
 //                bos + "User:" + "<image>" × n_images + prompt + "<end_of_utterance>\nAssistant:"
 //              and "User: " + prompt when there is no image (their templates write ":" before
@@ -27,7 +42,7 @@
 //              ("User:<image> What..."); its golden prompt, SmolVLM's and Idefics3's templates do not,
 //              and lowbit renders the golden's form.
 // Named templates place the images before the text (one "<image>\n" each for the LLaVA family,
-// one "<image>" each for idefics3), as the families' chat templates and eval scripts do, unless
+// one "<image>" each for idefics3 and llama3), as the families' chat templates and eval scripts do, unless
 // the prompt already holds `<image>` placeholders: then they stay where the user put them
 // (LLaVA's run_llava does the same) and their count must equal the images'.
 //
@@ -38,14 +53,15 @@
 //   * LlavaForConditionalGeneration (llava)                → llava-1.5; a chat template must be
 //     absent or recognised as LLaVA-1.5's (".upper()" roles, `<image>`, "ASSISTANT:")
 //   * LlavaNextForConditionalGeneration (llava_next)      → by its chat template: "[INST]" and
-//     "[/INST]" → mistral-instruct; LLaVA-1.5's form (llava-v1.6-vicuna-*) → llava-1.5; no chat
-//     template → mistral-instruct (the tiny-llava-next golden's format; the llava-hf NeXT
+//     "[/INST]" → mistral-instruct; LLaVA-1.5's form (llava-v1.6-vicuna-*) → llava-1.5;
+//     "<|im_start|>" (llava-v1.6-34b) → chatml; "<|start_header_id|>" (llama3-llava-next-8b) →
+//     llama3; no chat template → mistral-instruct (the tiny-llava-next golden's format; the llava-hf NeXT
 //     checkpoints all ship a chat template, so this default only applies to bare directories)
 //   * Idefics3ForConditionalGeneration (idefics3)         → idefics3; a chat template must be
 //     absent or hold "<end_of_utterance>" and "Assistant:"
 //   * text-only models (LLaMA family)                       → raw (the prompt as is, as before)
-// Any other chat template of a VLM (e.g. llava-v1.6-34b's ChatML, llama3-llava-next's LLaMA-3
-// headers) is a ConfigError naming the file and asking for --template NAME|raw: never a guess.
+// Any other chat template of a VLM (e.g. ChatML on a LlavaForConditionalGeneration, Zephyr's
+// "<|user|>" on LLaVA-NeXT) is a ConfigError naming the file and asking for --template NAME|raw: never a guess.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -67,7 +83,7 @@ struct ChatTemplate {
 
 // Every supported template, raw first.
 const std::vector<ChatTemplate>& chat_templates();
-// "raw, llava-1.5, vicuna_v1, mistral-instruct, idefics3"
+// "raw, llava-1.5, vicuna_v1, mistral-instruct, chatml, llama3, idefics3"
 std::string chat_template_names();
 // The template called `name`; ArgError naming --template and listing the supported names.
 const ChatTemplate& find_chat_template(const std::string& name);
