@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "backend/cuda_api.h"
 #include "io/safetensors.h"
 #include "testing.h"
 
@@ -255,4 +256,21 @@ TEST(Cli, QuantizeBadFlags) {
   auto r = run_lowbit("quantize --model " + m + out + " --k_bits 4");
   EXPECT_EQ(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find("R3"), std::string::npos) << r.out;
+}
+
+// --device: an unknown value is a usage error; cuda where no GPU can be used is one line
+// naming the flag and the reason (exit 1), before any model is loaded.
+TEST(Cli, DeviceFlag) {
+  LOWBIT_REQUIRE_SHARED(model, "models/stories260K");
+  LOWBIT_REQUIRE_SHARED(data, "data/text/tinystories_val.txt");
+  const std::vector<std::string> cmds = {"eval ppl --data " + data + " --max-windows 1", "generate --max-new-tokens 1",
+                                         "quantize --out /tmp/lowbit_device_flag_out --recipe rtn-w4a16"};
+  for (const std::string& cmd : cmds) {
+    lowbit::test::expect_error_line(lowbit::test::run_lowbit(cmd + " --model " + model + " --device gpu"), "--device",
+                                    2);
+    if (!lowbit::cuda::available())
+      lowbit::test::expect_error_line(lowbit::test::run_lowbit(cmd + " --model " + model + " --device cuda"),
+                                      "--device cuda", 1);
+  }
+  EXPECT_FALSE(std::filesystem::exists("/tmp/lowbit_device_flag_out"));
 }

@@ -401,7 +401,9 @@ TEST(CudaBlock, AdvanceAndGroupGramEqualHost) {
         // the steps themselves
         L.advance(g, h, ctx);
         L.backend = &cuda::backend();
-        L.advance(g, dv, ctx);
+        // Called directly, so a device step that declines (and would leave the host path
+        // to produce the same numbers) fails here instead of passing unnoticed.
+        ASSERT_TRUE(cuda::llama_advance(L, g, dv, ctx)) << "group " << g << ": the device step declined";
         const double ex = normalized_error(dv.x, h.x);
         const double ea = h.a.empty() ? 0.0 : normalized_error(dv.a, h.a);
         std::printf("  fp32_had %d act_quant %d group %d: H %.3g, x %.3g, a %.3g\n", int(fp32_had), int(aq), g, eh, ex,

@@ -41,7 +41,6 @@ std::unique_ptr<LlamaRunner> LlamaRunner::random(const LlamaConfig&, uint64_t, c
 LlamaRunner::~LlamaRunner() = default;
 std::vector<float> LlamaRunner::logits(const int32_t*, int64_t) { throw DeviceError(kWhy); }
 std::vector<double> LlamaRunner::window_nll(const int32_t*, int64_t) { throw DeviceError(kWhy); }
-const LlamaConfig& LlamaRunner::config() const { throw DeviceError(kWhy); }
 void LlamaRunner::begin_sequence(int64_t) { throw DeviceError(kWhy); }
 std::vector<float> LlamaRunner::feed(const int32_t*, int64_t) { throw DeviceError(kWhy); }
 double LlamaRunner::linear_seconds() const { return 0; }

@@ -144,11 +144,6 @@ void sync() { LOWBIT_CUDA_CHECK(cudaStreamSynchronize(ctx().stream)); }
 
 void* device_alloc(size_t nbytes) { return allocator().alloc(nbytes); }
 void device_free(void* p) { allocator().free(p); }
-void release_cached() {
-  Allocator& a = allocator();
-  std::lock_guard<std::mutex> lk(a.mu);
-  a.release_locked();
-}
 
 // Host <-> device copies. Pageable memory crosses the bus at a fraction of its speed (the
 // driver stages it itself, one thread), which made these copies the quantization driver's

@@ -30,7 +30,6 @@ void sync();  // cudaStreamSynchronize(stream()), checked
 // the size and the memory in use. Frees are stream-ordered on stream() (the only stream).
 void* device_alloc(size_t nbytes);
 void device_free(void* p);
-void release_cached();  // give every cached (free) block back to the driver
 
 // An owning device buffer of T (RAII over device_alloc).
 template <class T>

@@ -549,7 +549,6 @@ std::vector<double> LlamaRunner::window_nll(const int32_t* ids, int64_t T) {
   return out;
 }
 
-const LlamaConfig& LlamaRunner::config() const { return p_->cfg; }
 double LlamaRunner::linear_seconds() const { return p_->lin_seconds; }
 double LlamaRunner::linear_flops() const { return p_->lin_flops; }
 void LlamaRunner::reset_profile() {

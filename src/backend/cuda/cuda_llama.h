@@ -63,7 +63,6 @@ class LlamaRunner {
   void begin_sequence(int64_t max_seq);
   std::vector<float> feed(const int32_t* ids, int64_t T);
 
-  const LlamaConfig& config() const;
   double linear_seconds() const;  // GEMM time in the decoder linears and lm_head (profile only)
   double linear_flops() const;    // their FLOPs over the same calls
   void reset_profile();
