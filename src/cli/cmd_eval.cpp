@@ -14,9 +14,8 @@
 
 namespace lowbit::cli {
 
-void add_eval(CLI::App& app, Common& common, Runner* run) {
-  auto* eval = app.add_subcommand("eval", "evaluate a model");
-  eval->require_subcommand(1);
+namespace {
+void add_eval_ppl(CLI::App* eval, Common& common, Runner* run) {
   auto* ppl = eval->add_subcommand("ppl", "perplexity over non-overlapping windows (GPTQ/QuaRot protocol)");
   struct Opts {
     std::string model, data, output_json, tokenizer = "auto";
@@ -83,6 +82,27 @@ void add_eval(CLI::App& app, Common& common, Runner* run) {
       write_file_atomic(o->output_json, j.dump(2) + "\n");
     }
     return 0;
+  };
+}
+}  // namespace
+
+// `eval` and its subcommands: each add_eval_* registers one and sets its runner; the eval
+// runner calls the one that was parsed.
+void add_eval(CLI::App& app, Common& common, Runner* run) {
+  auto* eval = app.add_subcommand("eval", "evaluate a model");
+  eval->require_subcommand(1);
+  auto subs = std::make_shared<std::vector<std::pair<CLI::App*, Runner>>>();
+  auto add = [&](void (*add_sub)(CLI::App*, Common&, Runner*)) {
+    Runner r;
+    size_t before = eval->get_subcommands({}).size();
+    add_sub(eval, common, &r);
+    subs->push_back({eval->get_subcommands({})[before], r});
+  };
+  add(add_eval_ppl);
+  *run = [subs]() {
+    for (auto& [sub, r] : *subs)
+      if (sub->parsed()) return r();
+    return 2;
   };
 }
 
