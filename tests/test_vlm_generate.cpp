@@ -25,6 +25,7 @@ using lowbit::test::expect_error_line;
 using lowbit::test::golden_ids;
 using lowbit::test::read_file;
 using lowbit::test::run_lowbit;
+using lowbit::test::run_lowbit_json;
 using lowbit::test::temp_dir;
 using lowbit::test::write_file;
 using json = nlohmann::json;
@@ -262,32 +263,23 @@ TEST(VlmCli, GenerateWithImageWritesPromptAndImageTokens) {
   LOWBIT_REQUIRE_SHARED(m, "models/tiny-llava-1.5");
   LOWBIT_REQUIRE_SHARED(photo, "data/images/extreme_ironing.jpg");
   const std::string d = temp_dir("vlm_cli_gen");
-  auto r = run_lowbit("generate --model " + m + " --image " + photo +
-                      " --prompt 'What is unusual about this image?' --max-new-tokens 4 --output-json " + d + "/g.json");
-  ASSERT_EQ(r.exit_code, 0) << r.out;
-  const json j = json::parse(read_file(d + "/g.json"));
+  const json j = run_lowbit_json("generate --model " + m + " --image " + photo +
+                      " --prompt 'What is unusual about this image?' --max-new-tokens 4", d + "/g.json");
   EXPECT_EQ(j["prompt"], "USER: <image>\nWhat is unusual about this image? ASSISTANT:");
   EXPECT_EQ(j["template"], "llava-1.5");
   EXPECT_EQ(j["image_tokens"], 576);
   EXPECT_EQ(j["prompt_ids"].size(), 595u);
   EXPECT_EQ(j["ids"].size(), 4u);
   // Greedy is deterministic; sampling takes its seed.
-  auto r2 = run_lowbit("generate --model " + m + " --image " + photo +
-                       " --prompt 'What is unusual about this image?' --max-new-tokens 4 --output-json " + d + "/h.json");
-  ASSERT_EQ(r2.exit_code, 0) << r2.out;
-  EXPECT_EQ(json::parse(read_file(d + "/h.json"))["ids"], j["ids"]);
-  auto r3 = run_lowbit("generate --model " + m + " --image " + photo + " --image " + photo +
-                       " --template raw --prompt '<image> and <image>' --max-new-tokens 2 --temperature 0.8 --seed 3"
-                       " --output-json " + d + "/s.json");
-  ASSERT_EQ(r3.exit_code, 0) << r3.out;
-  const json s = json::parse(read_file(d + "/s.json"));
+  EXPECT_EQ(run_lowbit_json("generate --model " + m + " --image " + photo +
+                       " --prompt 'What is unusual about this image?' --max-new-tokens 4", d + "/h.json")["ids"], j["ids"]);
+  const json s = run_lowbit_json("generate --model " + m + " --image " + photo + " --image " + photo +
+                       " --template raw --prompt '<image> and <image>' --max-new-tokens 2 --temperature 0.8 --seed 3", d + "/s.json");
   EXPECT_EQ(s["prompt"], "<image> and <image>");
   EXPECT_EQ(s["image_tokens"], 1152);
   // A text-only model: image_tokens 0, prompt as given.
   LOWBIT_REQUIRE_SHARED(t, "models/stories260K");
-  auto r4 = run_lowbit("generate --model " + t + " --prompt 'Once upon' --max-new-tokens 2 --output-json " + d + "/t.json");
-  ASSERT_EQ(r4.exit_code, 0) << r4.out;
-  const json tj = json::parse(read_file(d + "/t.json"));
+  const json tj = run_lowbit_json("generate --model " + t + " --prompt 'Once upon' --max-new-tokens 2", d + "/t.json");
   EXPECT_EQ(tj["prompt"], "Once upon");
   EXPECT_EQ(tj["image_tokens"], 0);
 }
@@ -302,10 +294,8 @@ TEST(VlmCli, OriginalLayoutNeedsVisionTower) {
   expect_error_line(run_lowbit("generate --model " + hf_dir + " --vision-tower " + o.clip + " --image " + photo +
                           " --prompt hi"),
                "--vision-tower", 2);
-  auto r = run_lowbit("generate --model " + o.llava + " --vision-tower " + o.clip + " --image " + photo +
-                      " --prompt 'Describe the image.' --max-new-tokens 3 --output-json " + d + "/o.json");
-  ASSERT_EQ(r.exit_code, 0) << r.out;
-  const json j = json::parse(read_file(d + "/o.json"));
+  const json j = run_lowbit_json("generate --model " + o.llava + " --vision-tower " + o.clip + " --image " + photo +
+                      " --prompt 'Describe the image.' --max-new-tokens 3", d + "/o.json");
   EXPECT_EQ(j["template"], "vicuna_v1");
   EXPECT_EQ(j["prompt"], std::string(kVicunaSystem) + " USER: <image>\nDescribe the image. ASSISTANT:");
   EXPECT_EQ(j["image_tokens"], 576);
@@ -366,10 +356,8 @@ TEST(VlmCli, EvalAndInspectOnVlmDirectory) {
   LOWBIT_REQUIRE_SHARED(ts, "data/text/tinystories_val.txt");
   const std::string d = temp_dir("vlm_cli_eval");
   // eval ppl on a VLM directory: its language model on text alone.
-  auto r = run_lowbit("eval ppl --model " + m + " --data " + ts + " --data-end 20000 --seqlen 128 --max-windows 2" +
-                      " --output-json " + d + "/p.json");
-  ASSERT_EQ(r.exit_code, 0) << r.out;
-  const json p = json::parse(read_file(d + "/p.json"));
+  const json p = run_lowbit_json("eval ppl --model " + m + " --data " + ts + " --data-end 20000 --seqlen 128 --max-windows 2",
+                                 d + "/p.json");
   EXPECT_EQ(p["windows"], 2);
   EXPECT_GT(p["ppl"].get<double>(), 1.0);
   // inspect: the three towers, each with its linears' statistics.

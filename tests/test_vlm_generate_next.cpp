@@ -28,6 +28,7 @@ using lowbit::test::expect_error_line;
 using lowbit::test::golden_ids;
 using lowbit::test::read_file;
 using lowbit::test::run_lowbit;
+using lowbit::test::run_lowbit_json;
 using lowbit::test::temp_dir;
 using lowbit::test::write_file;
 using json = nlohmann::json;
@@ -207,26 +208,19 @@ TEST(VlmCliNext, GenerateLlavaNextWithImage) {
   LOWBIT_REQUIRE_SHARED(m, "models/tiny-llava-next");
   LOWBIT_REQUIRE_SHARED(photo, "data/images/waterview.jpg");
   const std::string d = temp_dir("vlm_cli_next");
-  auto r = run_lowbit("generate --model " + m + " --image " + photo +
-                      " --prompt 'What is shown in this image?' --max-new-tokens 4 --output-json " + d + "/g.json");
-  ASSERT_EQ(r.exit_code, 0) << r.out;
-  const json j = json::parse(read_file(d + "/g.json"));
+  const json j = run_lowbit_json("generate --model " + m + " --image " + photo +
+                      " --prompt 'What is shown in this image?' --max-new-tokens 4", d + "/g.json");
   EXPECT_EQ(j["template"], "mistral-instruct");
   EXPECT_EQ(j["prompt"], "[INST] <image>\nWhat is shown in this image? [/INST]");
   EXPECT_EQ(j["images"], json::array({photo}));
   EXPECT_EQ(j["image_tokens"], 2144);
   EXPECT_EQ(j["prompt_ids"].size(), 2162u);
   EXPECT_EQ(j["ids"].size(), 4u);
-  auto r2 = run_lowbit("generate --model " + m + " --image " + photo +
-                       " --prompt 'What is shown in this image?' --max-new-tokens 4 --output-json " + d + "/h.json");
-  ASSERT_EQ(r2.exit_code, 0) << r2.out;
-  EXPECT_EQ(json::parse(read_file(d + "/h.json"))["ids"], j["ids"]);  // greedy: deterministic
+  EXPECT_EQ(run_lowbit_json("generate --model " + m + " --image " + photo +
+                       " --prompt 'What is shown in this image?' --max-new-tokens 4", d + "/h.json")["ids"], j["ids"]);  // greedy: deterministic
   // Sampling, raw template.
-  auto r3 = run_lowbit("generate --model " + m + " --image " + photo +
-                       " --template raw --prompt '<image>\nWhat is this?' --max-new-tokens 2 --temperature 0.8 --seed 3"
-                       " --output-json " + d + "/s.json");
-  ASSERT_EQ(r3.exit_code, 0) << r3.out;
-  const json sj = json::parse(read_file(d + "/s.json"));
+  const json sj = run_lowbit_json("generate --model " + m + " --image " + photo +
+                       " --template raw --prompt '<image>\nWhat is this?' --max-new-tokens 2 --temperature 0.8 --seed 3", d + "/s.json");
   EXPECT_EQ(sj["image_tokens"], 2144);
   EXPECT_EQ(sj["template"], "raw");
   // Two such images (2 x 2144 tokens) do not fit tiny-llava-next's 4096-token context: one line.
@@ -234,9 +228,7 @@ TEST(VlmCliNext, GenerateLlavaNextWithImage) {
                           " --prompt 'Compare.' --max-new-tokens 2"),
                "context", 2);
   // Text alone on the VLM directory.
-  auto r4 = run_lowbit("generate --model " + m + " --prompt 'Hello' --max-new-tokens 2 --output-json " + d + "/t.json");
-  ASSERT_EQ(r4.exit_code, 0) << r4.out;
-  const json t = json::parse(read_file(d + "/t.json"));
+  const json t = run_lowbit_json("generate --model " + m + " --prompt 'Hello' --max-new-tokens 2", d + "/t.json");
   EXPECT_EQ(t["prompt"], "[INST] Hello [/INST]");
   EXPECT_EQ(t["image_tokens"], 0);
   // Errors: placeholders vs images, --vision-tower on a checkpoint that holds its tower.
@@ -251,23 +243,16 @@ TEST(VlmCliNext, GenerateSmolVlmWithImage) {
   LOWBIT_REQUIRE_SHARED(m, "models/tiny-smolvlm");
   LOWBIT_REQUIRE_SHARED(photo, "data/images/extreme_ironing.jpg");
   const std::string d = temp_dir("vlm_cli_smol");
-  auto r = run_lowbit("generate --model " + m + " --image " + photo +
-                      " --prompt 'What is unusual about this image?' --max-new-tokens 4 --output-json " + d + "/g.json");
-  ASSERT_EQ(r.exit_code, 0) << r.out;
-  const json j = json::parse(read_file(d + "/g.json"));
+  const json j = run_lowbit_json("generate --model " + m + " --image " + photo +
+                      " --prompt 'What is unusual about this image?' --max-new-tokens 4", d + "/g.json");
   EXPECT_EQ(j["template"], "idefics3");
   EXPECT_EQ(j["prompt"], "<|begin_of_text|>User:<image>What is unusual about this image?<end_of_utterance>\nAssistant:");
   EXPECT_EQ(j["image_tokens"], 448);
   EXPECT_EQ(j["prompt_ids"].size(), 489u);
   EXPECT_EQ(j["ids"].size(), 4u);
-  auto r2 = run_lowbit("generate --model " + m + " --image " + photo +
-                       " --prompt 'What is unusual about this image?' --max-new-tokens 4 --temperature 0.7 --seed 5"
-                       " --output-json " + d + "/s.json");
-  ASSERT_EQ(r2.exit_code, 0) << r2.out;
-  EXPECT_EQ(json::parse(read_file(d + "/s.json"))["image_tokens"], 448);
-  auto r3 = run_lowbit("generate --model " + m + " --prompt 'Hello' --max-new-tokens 2 --output-json " + d + "/t.json");
-  ASSERT_EQ(r3.exit_code, 0) << r3.out;
-  const json t = json::parse(read_file(d + "/t.json"));
+  EXPECT_EQ(run_lowbit_json("generate --model " + m + " --image " + photo +
+                       " --prompt 'What is unusual about this image?' --max-new-tokens 4 --temperature 0.7 --seed 5", d + "/s.json")["image_tokens"], 448);
+  const json t = run_lowbit_json("generate --model " + m + " --prompt 'Hello' --max-new-tokens 2", d + "/t.json");
   EXPECT_EQ(t["prompt"], "<|begin_of_text|>User: Hello<end_of_utterance>\nAssistant:");
   EXPECT_EQ(t["prompt_ids"][0], 0);  // one BOS
   EXPECT_NE(t["prompt_ids"][1], 0);
@@ -282,10 +267,8 @@ TEST(VlmCliNext, EvalAndInspect) {
   const std::string d = temp_dir("vlm_cli_next_eval");
   for (const std::string& m : {next, smol}) {
     EXPECT_TRUE(is_vlm_dir(m)) << m;
-    auto r = run_lowbit("eval ppl --model " + m + " --data " + ts + " --data-end 20000 --seqlen 128 --max-windows 2" +
-                        " --output-json " + d + "/p.json");
-    ASSERT_EQ(r.exit_code, 0) << r.out;
-    const json p = json::parse(read_file(d + "/p.json"));
+    const json p = run_lowbit_json("eval ppl --model " + m + " --data " + ts + " --data-end 20000 --seqlen 128 --max-windows 2",
+                                 d + "/p.json");
     EXPECT_EQ(p["windows"], 2);
     EXPECT_GT(p["ppl"].get<double>(), 1.0);
   }

@@ -16,6 +16,7 @@
 using namespace lowbit;
 using lowbit::test::read_file;
 using lowbit::test::run_lowbit;
+using lowbit::test::run_lowbit_json;
 using lowbit::test::temp_dir;
 using lowbit::test::write_file;
 using json = nlohmann::json;
@@ -125,10 +126,8 @@ TEST(VlmTemplatesNextBase, CliGenerateUsesAutoChatml) {
   const std::string d = temp_dir("vlm_tpl_next_base_cli");
   const std::string m = copy_model(next, d + "/chatml");
   write_file(m + "/chat_template.json", json{{"chat_template", kChatmlTemplate}}.dump());
-  auto r = run_lowbit("generate --model " + m + " --image " + photo +
-                      " --prompt 'What is shown in this image?' --max-new-tokens 1 --output-json " + d + "/g.json");
-  ASSERT_EQ(r.exit_code, 0) << r.out;
-  const json j = json::parse(read_file(d + "/g.json"));
+  const json j = run_lowbit_json("generate --model " + m + " --image " + photo +
+                      " --prompt 'What is shown in this image?' --max-new-tokens 1", d + "/g.json");
   EXPECT_EQ(j["template"], "chatml");
   EXPECT_EQ(j["prompt"], kChatmlHead + "<image>\nWhat is shown in this image?" + kChatmlTail);
   EXPECT_EQ(j["image_tokens"], 2144);

@@ -36,6 +36,15 @@ std::string temp_dir(const std::string& tag) {
 
 RunResult run_lowbit(const std::string& args) { return run_lowbit_env("", args); }
 
+nlohmann::json run_lowbit_json(const std::string& args, const std::string& json_path) {
+  const RunResult r = run_lowbit(args + " --output-json " + json_path);
+  if (r.exit_code != 0) {
+    ADD_FAILURE() << "lowbit " << args << " exited " << r.exit_code << ":\n" << r.out;
+    return nullptr;
+  }
+  return nlohmann::json::parse(read_file(json_path));
+}
+
 RunResult run_lowbit_env(const std::string& env, const std::string& args) {
   std::string cmd = env + (env.empty() ? "" : " ") + std::string(LOWBIT_BINARY) + " " + args + " 2>&1";
   FILE* p = popen(cmd.c_str(), "r");

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "io/safetensors.h"
 
 namespace lowbit::test {
@@ -31,6 +33,9 @@ RunResult run_lowbit(const std::string& args);
 // The same with environment assignments in front ("LOWBIT_FAULT=solve"); a run killed by a
 // signal reports the shell's 128 + signal.
 RunResult run_lowbit_env(const std::string& env, const std::string& args);
+// Runs `lowbit <args> --output-json <json_path>` and returns the JSON it wrote; a failed run
+// (nonzero exit) is a test failure showing the output, and returns null.
+nlohmann::json run_lowbit_json(const std::string& args, const std::string& json_path);
 
 // ||a - b|| / ||b||, in double.
 double normalized_error(const float* a, const float* b, size_t n);
