@@ -1,0 +1,116 @@
+// Zero-shot tasks scored as lm-evaluation-harness (lm-eval 0.4.x, HFLM) scores them.
+//
+// Every item becomes loglikelihood requests (context, continuation):
+//   multiple choice (arc_easy, arc_challenge, piqa, openbookqa, siqa):
+//       one request per choice c: (doc_to_text(doc), " " + c)        — target delimiter " "
+//   winogrande (partial scoring): sentence = pre + "_" + post; one request per option o:
+//       (pre + o, " " + strip(post))   — the contexts differ, the continuation is shared
+//   lambada_openai: words = text.split(' '); (join(words[:-1], ' '), " " + words[-1])
+// A request is tokenized like HFLM._encode_pair: trailing whitespace of the context moves
+// to the front of the continuation, whole = encode(context + continuation) and
+// ctx = encode(context) without BOS (HFLM's add_bos_token default, false for LLaMA);
+// the continuation tokens are whole[len(ctx):]. The model sees
+// (whole)[-(max_len+1):][:-1] (left-truncated to the context window) and
+//   ll(request)  = Σ_{continuation tokens t} log softmax(logits at t-1)[token t]
+//   greedy       = every continuation token is its position's argmax.
+// Metrics per item (means over items; *_stderr = sample std / sqrt(n)):
+//   acc      = [argmax_i ll_i == gold]
+//   acc_norm = [argmax_i ll_i / utf8_bytes(continuation_i) == gold]   (multiple choice)
+//   lambada: acc = greedy; perplexity = exp(-mean ll), its stderr bootstrapped as lm-eval
+//            does (100 chunks × 1000 resamples, chunk i drawn by Python's random.Random(i)).
+// argmax ties resolve to the first index (numpy argmax).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "io/tokenizer.h"
+#include "models/llama.h"
+
+namespace lowbit {
+
+struct ZeroShotOptions {
+  std::string tasks_dir;   // folder with <task>.jsonl (the caller resolves the default ../shared/data/tasks)
+  int64_t limit = -1;      // first N items of each task (-1: all)
+  // Items run one at a time (LlamaModel::forward is one sequence; threads work inside
+  // each GEMM), longest first; the choices of an item share one forward over their
+  // common token prefix (KV cache), then each choice runs only its own tokens.
+  bool prefix_reuse = true;  // false: every request runs from position 0 (tests compare both)
+  bool progress = true;
+  int64_t bootstrap_iters = 100000;  // lambada perplexity stderr (lm-eval's default)
+};
+
+// One loglikelihood request, tokenized.
+struct LlRequest {
+  std::string context, continuation;  // after moving the context's trailing whitespace
+  std::vector<int32_t> whole;         // encode(context + continuation)
+  int64_t cont_len = 0;               // continuation tokens = the last cont_len of `whole`
+};
+struct LlResult {
+  double ll = 0;        // Σ log p(continuation token)
+  bool greedy = false;  // every continuation token was the argmax
+};
+
+// Task documents turned into requests.
+struct ZsItem {
+  std::string id;
+  std::vector<LlRequest> reqs;  // one per choice (lambada: one)
+  std::vector<int64_t> cont_bytes;  // utf-8 bytes of each continuation as lm-eval counts them (delimiter included)
+  int64_t gold = -1;            // index of the right choice (lambada: -1)
+};
+enum class TaskKind { MultipleChoice, Winogrande, Lambada };
+
+// Known task names and their kinds; ArgError for an unknown name (listing the known ones).
+TaskKind task_kind(const std::string& task);
+const std::vector<std::string>& known_tasks();
+
+// lm-eval's doc_to_text / doc_to_choice on our jsonl records (pure functions, for tests):
+// returns (context, continuations) before the delimiter-space move of _encode_pair.
+struct Prompt {
+  std::string context;
+  std::vector<std::string> continuations;  // delimiter included
+  int64_t gold = -1;
+};
+Prompt make_prompt(const std::string& task, const nlohmann::json& doc);
+
+// _encode_pair: trailing whitespace moved, then whole / context tokenization.
+LlRequest encode_request(const Tokenizer& tok, const std::string& context, const std::string& continuation);
+
+// Reads <tasks_dir>/<task>.jsonl (first `limit` lines), IoError/FormatError naming file and line.
+std::vector<ZsItem> load_task(const std::string& task, const std::string& tasks_dir, const Tokenizer& tok,
+                              int64_t limit);
+
+// Scores requests of one item (all share a prefix when opt.prefix_reuse). max_len: context window.
+std::vector<LlResult> score_requests(LlamaModel& m, const std::vector<LlRequest>& reqs, int64_t max_len,
+                                     bool prefix_reuse);
+
+// ---- metrics (pure) ------------------------------------------------------------------
+// numpy-style argmax (first maximum).
+int64_t argmax_first(const std::vector<double>& v);
+// sqrt(Σ(x-mean)² / (n-1)) / sqrt(n)  (lm-eval mean_stderr); 0 for n < 2.
+double mean_stderr(const std::vector<double>& x);
+// lm-eval's bootstrap stderr of perplexity = exp(-mean(ll)) over `iters` resamples drawn
+// with Python's random.Random(chunk).choices, chunks of min(1000, iters).
+double perplexity_bootstrap_stderr(const std::vector<double>& ll, int64_t iters);
+// Python's random.Random(seed): MT19937 seeded by init_by_array, random() = 53-bit double.
+class PyRandom {
+ public:
+  explicit PyRandom(uint32_t seed);
+  double random();
+  uint32_t genrand();
+
+ private:
+  uint32_t mt_[624];
+  int idx_ = 625;
+};
+
+// Scores each task exactly as lm-eval-harness does; returns lm-eval-shaped JSON:
+// {"results": {"<task>": {"acc", "acc_stderr", "acc_norm", "acc_norm_stderr" (multiple
+// choice), lambada: "acc", "acc_stderr", "perplexity", "perplexity_stderr"}},
+//  "n-samples": {"<task>": {"original", "effective"}}, "config": {...}, "seconds": {...}}
+nlohmann::json eval_zeroshot(LlamaModel& m, const Tokenizer& tok, const std::vector<std::string>& tasks,
+                             const ZeroShotOptions& opt);
+
+}  // namespace lowbit
