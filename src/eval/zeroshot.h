@@ -8,14 +8,17 @@
 //   lambada_openai: words = text.split(' '); (join(words[:-1], ' '), " " + words[-1])
 // A request is tokenized like HFLM._encode_pair: trailing whitespace of the context moves
 // to the front of the continuation, whole = encode(context + continuation) and
-// ctx = encode(context) without BOS (HFLM's add_bos_token default, false for LLaMA);
+// ctx = encode(context), each with the tokenizer's own BOS (HFLM 0.4.13 leaves
+// add_special_tokens to the tokenizer: LLaMA tokenizers prepend BOS);
 // the continuation tokens are whole[len(ctx):]. The model sees
-// (whole)[-(max_len+1):][:-1] (left-truncated to the context window) and
+// (ctx ++ continuation)[-(max_len+1):][:-1] (left-truncated to the context window) and
 //   ll(request)  = Σ_{continuation tokens t} log softmax(logits at t-1)[token t]
 //   greedy       = every continuation token is its position's argmax.
 // Metrics per item (means over items; *_stderr = sample std / sqrt(n)):
 //   acc      = [argmax_i ll_i == gold]
-//   acc_norm = [argmax_i ll_i / utf8_bytes(continuation_i) == gold]   (multiple choice)
+//   acc_norm = [argmax_i ll_i / len(choice_i) == gold]  (multiple choice; len as Python's
+//              len(str): code points of the choice without the delimiter — lm-eval's
+//              acc_norm code; its byte-length variant is the separate metric acc_bytes)
 //   lambada: acc = greedy; perplexity = exp(-mean ll), its stderr bootstrapped as lm-eval
 //            does (100 chunks × 1000 resamples, chunk i drawn by Python's random.Random(i)).
 // argmax ties resolve to the first index (numpy argmax).
@@ -39,14 +42,17 @@ struct ZeroShotOptions {
   // common token prefix (KV cache), then each choice runs only its own tokens.
   bool prefix_reuse = true;  // false: every request runs from position 0 (tests compare both)
   bool progress = true;
+  bool log_samples = false;  // per-item loglikelihoods under "samples" (lm-eval's --log_samples)
   int64_t bootstrap_iters = 100000;  // lambada perplexity stderr (lm-eval's default)
 };
 
 // One loglikelihood request, tokenized.
 struct LlRequest {
   std::string context, continuation;  // after moving the context's trailing whitespace
-  std::vector<int32_t> whole;         // encode(context + continuation)
-  int64_t cont_len = 0;               // continuation tokens = the last cont_len of `whole`
+  // encode(context) ++ encode(context + continuation)[len(encode(context)):] — what HFLM
+  // feeds the model (not always encode(context + continuation) when a token straddles the cut)
+  std::vector<int32_t> tokens;
+  int64_t cont_len = 0;               // the continuation tokens are the last cont_len of `tokens`
 };
 struct LlResult {
   double ll = 0;        // Σ log p(continuation token)
@@ -57,7 +63,7 @@ struct LlResult {
 struct ZsItem {
   std::string id;
   std::vector<LlRequest> reqs;  // one per choice (lambada: one)
-  std::vector<int64_t> cont_bytes;  // utf-8 bytes of each continuation as lm-eval counts them (delimiter included)
+  std::vector<int64_t> choice_len;  // acc_norm's divisor per request (Prompt::choice_len)
   int64_t gold = -1;            // index of the right choice (lambada: -1)
 };
 enum class TaskKind { MultipleChoice, Winogrande, Lambada };
@@ -65,26 +71,38 @@ enum class TaskKind { MultipleChoice, Winogrande, Lambada };
 // Known task names and their kinds; ArgError for an unknown name (listing the known ones).
 TaskKind task_kind(const std::string& task);
 const std::vector<std::string>& known_tasks();
+// Whether lm-eval's task yaml lists acc_norm among its metrics.
+bool task_reports_acc_norm(const std::string& task);
 
-// lm-eval's doc_to_text / doc_to_choice on our jsonl records (pure functions, for tests):
-// returns (context, continuations) before the delimiter-space move of _encode_pair.
+// lm-eval's doc_to_text / doc_to_choice / doc_to_target on one of our jsonl records (pure,
+// for tests): request i is (contexts[i], continuations[i]) before _encode_pair's
+// whitespace move. Multiple choice: one context, continuations " " + choice; winogrande:
+// contexts pre + option, one continuation; lambada: one request.
 struct Prompt {
-  std::string context;
-  std::vector<std::string> continuations;  // delimiter included
+  std::vector<std::string> contexts, continuations;  // same length
+  std::vector<int64_t> choice_len;  // lm-eval's len(choice) for acc_norm (code points; see zeroshot.cpp)
   int64_t gold = -1;
 };
 Prompt make_prompt(const std::string& task, const nlohmann::json& doc);
+// What acc_norm divides by for a choice string (see zeroshot_tasks.cpp).
+int64_t choice_length(const std::string& choice);
 
-// _encode_pair: trailing whitespace moved, then whole / context tokenization.
+// HFLM.tok_encode: [BOS if the tokenizer adds one] + encode(text).
+std::vector<int32_t> hf_encode(const Tokenizer& tok, const std::string& text);
+// _encode_pair: trailing whitespace moved, then whole / context tokenization (an empty
+// context becomes the prefix token, as HFLM.loglikelihood does).
 LlRequest encode_request(const Tokenizer& tok, const std::string& context, const std::string& continuation);
 
 // Reads <tasks_dir>/<task>.jsonl (first `limit` lines), IoError/FormatError naming file and line.
 std::vector<ZsItem> load_task(const std::string& task, const std::string& tasks_dir, const Tokenizer& tok,
                               int64_t limit);
 
-// Scores requests of one item (all share a prefix when opt.prefix_reuse). max_len: context window.
+// Scores the requests of one item: their common token prefix runs once when prefix_reuse
+// (its length goes to *shared_prefix when given). max_len: the model's context window.
 std::vector<LlResult> score_requests(LlamaModel& m, const std::vector<LlRequest>& reqs, int64_t max_len,
-                                     bool prefix_reuse);
+                                     bool prefix_reuse, int64_t* shared_prefix = nullptr);
+// ll and greedy of targets [c] under logits rows [c, V] (row j predicts targets[j]).
+LlResult score_continuation(const float* logits, int64_t c, int64_t V, const int32_t* targets);
 
 // ---- metrics (pure) ------------------------------------------------------------------
 // numpy-style argmax (first maximum).

@@ -1,0 +1,253 @@
+// Zero-shot scoring (eval/zeroshot.h) against hand computations and lm-eval-harness
+// 0.4.13's task definitions (lm_eval/tasks/{arc,piqa,openbookqa,siqa,winogrande,lambada}/*.yaml,
+// api/task.py process_results, api/model.py _encode_pair, models/huggingface.py).
+#include <cmath>
+#include <filesystem>
+
+#include "core/error.h"
+#include "eval/zeroshot.h"
+#include "io/tokenizer.h"
+#include "models/loader.h"
+#include "testing.h"
+
+using namespace lowbit;
+using nlohmann::json;
+
+// ---- metrics --------------------------------------------------------------------------------
+
+TEST(ZeroShot, PythonRandomSequence) {
+  // Python 3.11: [random.Random(0).random() for _ in range(4)] and Random(1)'s first three.
+  PyRandom r0{0};
+  EXPECT_EQ(r0.random(), 0.8444218515250481);
+  EXPECT_EQ(r0.random(), 0.7579544029403025);
+  EXPECT_EQ(r0.random(), 0.420571580830845);
+  EXPECT_EQ(r0.random(), 0.25891675029296335);
+  PyRandom r1{1};
+  EXPECT_EQ(r1.random(), 0.13436424411240122);
+  EXPECT_EQ(r1.random(), 0.8474337369372327);
+  EXPECT_EQ(r1.random(), 0.763774618976614);
+}
+
+TEST(ZeroShot, MeanStderrHandVector) {
+  // x = [1, 0, 1, 1]: mean 0.75, Σ(x-mean)² = 3·0.0625 + 0.5625 = 0.75, /(n-1) = 0.25,
+  // sample std 0.5, / sqrt(4) = 0.25.
+  EXPECT_DOUBLE_EQ(mean_stderr({1, 0, 1, 1}), 0.25);
+  EXPECT_EQ(mean_stderr({1}), 0.0);
+}
+
+TEST(ZeroShot, PerplexityBootstrapTwoResamples) {
+  // iters 2: one chunk of 2 resamples drawn by random.Random(0) over n = 2 items:
+  // indices floor(0.844·2)=1, floor(0.758·2)=1 → [x1, x1]; floor(0.421·2)=0, floor(0.259·2)=0 → [x0, x0].
+  // x = [0, ln 2]: statistics exp(-ln 2) = 0.5 and exp(0) = 1; sample std = 0.5/sqrt(2).
+  EXPECT_NEAR(perplexity_bootstrap_stderr({0.0, std::log(2.0)}, 2), 0.5 / std::sqrt(2.0), 1e-15);
+  // Equal items: every resample has the same perplexity, the std is 0 up to the rounding
+  // of the 3000-term mean inside the sample std (~1e-16 relative).
+  EXPECT_NEAR(perplexity_bootstrap_stderr({-0.5, -0.5, -0.5}, 3000), 0.0, 1e-12);
+}
+
+TEST(ZeroShot, AccAndAccNormPickDifferentAnswers) {
+  // Choices "a" (len 1) and "bbbb" (len 4) with ll -2 and -4: acc picks 0 (-2 > -4);
+  // acc_norm: -2/1 = -2 < -4/4 = -1 picks 1.
+  const std::vector<double> ll = {-2.0, -4.0};
+  const std::vector<int64_t> len = {choice_length("a"), choice_length("bbbb")};
+  EXPECT_EQ(len[0], 1);
+  EXPECT_EQ(len[1], 4);
+  EXPECT_EQ(argmax_first(ll), 0);
+  EXPECT_EQ(argmax_first({ll[0] / double(len[0]), ll[1] / double(len[1])}), 1);
+  // lm-eval's acc_norm divides by len(choice) (Python code points): "café" is 4, not its
+  // 5 UTF-8 bytes; "日本" is 2 (6 bytes).
+  EXPECT_EQ(choice_length("caf\xc3\xa9"), 4);
+  EXPECT_EQ(choice_length("\xe6\x97\xa5\xe6\x9c\xac"), 2);
+  // Ties go to the first index (numpy argmax).
+  EXPECT_EQ(argmax_first({-1.0, -1.0, -3.0}), 0);
+}
+
+TEST(ZeroShot, GreedyMatchAndLoglikelihood) {
+  // V = 3. Row [1, 3, 2] with target 1: argmax 1 → greedy; ll = 3 - log(e + e³ + e²)
+  // = 3 - 3.40760596444438 = -0.40760596444438.
+  const float rows[] = {1, 3, 2, /* row 2 */ 0, 0, 0};
+  const int32_t t1[] = {1};
+  LlResult r = score_continuation(rows, 1, 3, t1);
+  EXPECT_TRUE(r.greedy);
+  EXPECT_NEAR(r.ll, -0.40760596444438, 1e-12);
+  // Row [0, 0, 0] with target 1: ll = -log 3 = -1.0986122886681098; the tie's argmax is 0,
+  // so the target is not the greedy token (torch argmax: first maximum) and the whole
+  // continuation is not a greedy match.
+  const int32_t t2[] = {1, 1};
+  r = score_continuation(rows, 2, 3, t2);
+  EXPECT_FALSE(r.greedy);
+  EXPECT_NEAR(r.ll, -0.40760596444438 - 1.0986122886681098, 1e-12);
+  const int32_t t3[] = {1, 0};
+  EXPECT_TRUE(score_continuation(rows, 2, 3, t3).greedy);
+}
+
+// ---- templates (lm-eval 0.4.13 yaml, written out by hand) ----------------------------------
+
+TEST(ZeroShot, TemplatesPerTask) {
+  const json mc = {{"id", "x"}, {"question", "Which gas do plants take in?"},
+                   {"choices", {"oxygen", "carbon dioxide"}}, {"answer", 1}};
+  // arc_easy / arc_challenge: doc_to_text "Question: {{question}}\nAnswer:", choices.text, " ".
+  for (const char* t : {"arc_easy", "arc_challenge"}) {
+    Prompt p = make_prompt(t, mc);
+    ASSERT_EQ(p.contexts.size(), 2u);
+    EXPECT_EQ(p.contexts[0], "Question: Which gas do plants take in?\nAnswer:");
+    EXPECT_EQ(p.contexts[1], p.contexts[0]);
+    EXPECT_EQ(p.continuations[0], " oxygen");
+    EXPECT_EQ(p.continuations[1], " carbon dioxide");
+    EXPECT_EQ(p.choice_len[1], 14);  // len("carbon dioxide"), delimiter excluded
+    EXPECT_EQ(p.gold, 1);
+  }
+  // piqa: "Question: {{goal}}\nAnswer:", [sol1, sol2].
+  Prompt p = make_prompt("piqa", json{{"question", "To dry wet socks,"},
+                                      {"choices", {"hang them up.", "put them in water."}},
+                                      {"answer", 0}});
+  EXPECT_EQ(p.contexts[0], "Question: To dry wet socks,\nAnswer:");
+  EXPECT_EQ(p.continuations[1], " put them in water.");
+  EXPECT_EQ(p.gold, 0);
+  // openbookqa: doc_to_text is question_stem itself.
+  p = make_prompt("openbookqa", json{{"question", "Predators eat"}, {"choices", {"lions", "bunnies"}}, {"answer", 1}});
+  EXPECT_EQ(p.contexts[0], "Predators eat");
+  EXPECT_EQ(p.continuations[0], " lions");
+  // siqa (lm-eval's social_iqa): "Q: {{context}} {{question}}\nA:"; our record's question
+  // is "{context} {question}".
+  p = make_prompt("siqa", json{{"question", "Tracy stayed out. What does Tracy need to do before this?"},
+                               {"choices", {"make a plan", "go home", "sleep"}},
+                               {"answer", 2}});
+  EXPECT_EQ(p.contexts[0], "Q: Tracy stayed out. What does Tracy need to do before this?\nA:");
+  EXPECT_EQ(p.continuations[2], " sleep");
+  EXPECT_EQ(p.gold, 2);
+  // winogrande: idx = sentence.index("_"); contexts sentence[:idx] + option;
+  // target sentence[idx+1:].strip() after the " " delimiter; gold answer - 1.
+  p = make_prompt("winogrande", json{{"sentence", "Sarah was a better surgeon than Maria so _ got the easier cases. "},
+                                     {"option1", "Sarah"},
+                                     {"option2", "Maria"},
+                                     {"answer", 2}});
+  ASSERT_EQ(p.contexts.size(), 2u);
+  EXPECT_EQ(p.contexts[0], "Sarah was a better surgeon than Maria so Sarah");
+  EXPECT_EQ(p.contexts[1], "Sarah was a better surgeon than Maria so Maria");
+  EXPECT_EQ(p.continuations[0], " got the easier cases.");
+  EXPECT_EQ(p.continuations[1], p.continuations[0]);
+  EXPECT_EQ(p.gold, 1);
+  // lambada_openai: "{{text.split(' ')[:-1]|join(' ')}}" and "{{' '+text.split(' ')[-1]}}",
+  // loglikelihood requests take the target as is (no extra delimiter).
+  p = make_prompt("lambada_openai", json{{"text", "He fed the cat.\n\nThen he petted the cat"}});
+  ASSERT_EQ(p.contexts.size(), 1u);
+  EXPECT_EQ(p.contexts[0], "He fed the cat.\n\nThen he petted the");
+  EXPECT_EQ(p.continuations[0], " cat");
+  p = make_prompt("lambada_openai", json{{"text", "a  b"}});  // split(' ') = ['a', '', 'b']
+  EXPECT_EQ(p.contexts[0], "a ");
+  EXPECT_EQ(p.continuations[0], " b");
+}
+
+TEST(ZeroShot, UnknownTaskAndBadRecords) {
+  EXPECT_THROW(task_kind("hellaswag"), ArgError);
+  EXPECT_THROW(make_prompt("arc_easy", json{{"question", "q"}, {"choices", {"a"}}, {"answer", 3}}), FormatError);
+  EXPECT_THROW(make_prompt("winogrande", json{{"sentence", "no blank"}, {"option1", "a"}, {"option2", "b"},
+                                               {"answer", 1}}),
+               FormatError);
+}
+
+// ---- tokenization (HFLM._encode_pair) and scoring on stories260K ------------------------
+
+TEST(ZeroShot, EncodePairSplitsLikeHFLM) {
+  LOWBIT_REQUIRE_SHARED(dir, "models/stories260K");
+  auto tok = load_tokenizer(dir);
+  ASSERT_TRUE(tok->add_bos());
+  // Trailing whitespace of the context moves to the continuation.
+  LlRequest r = encode_request(*tok, "Once upon a ", "time");
+  EXPECT_EQ(r.context, "Once upon a");
+  EXPECT_EQ(r.continuation, " time");
+  std::vector<int32_t> ctx = tok->encode("Once upon a"), whole = tok->encode("Once upon a time");
+  // tokens = [BOS] + encode(context) ++ ([BOS] + encode(whole))[len(ctx)+1:]
+  ASSERT_EQ(r.tokens.size(), 1 + whole.size());
+  EXPECT_EQ(r.tokens[0], tok->bos_id());
+  EXPECT_EQ(std::vector<int32_t>(r.tokens.begin() + 1, r.tokens.begin() + 1 + int64_t(ctx.size())), ctx);
+  EXPECT_EQ(r.cont_len, int64_t(whole.size() - ctx.size()));
+  EXPECT_EQ(std::vector<int32_t>(r.tokens.end() - r.cont_len, r.tokens.end()),
+            std::vector<int32_t>(whole.begin() + int64_t(ctx.size()), whole.end()));
+  // Winogrande partial scoring: two contexts, one continuation " got the easier cases.".
+  Prompt p = make_prompt("winogrande", json{{"sentence", "Tom was smaller than Bob so _ got the easier cases."},
+                                            {"option1", "Tom"},
+                                            {"option2", "Bob"},
+                                            {"answer", 1}});
+  for (size_t i = 0; i < 2; ++i) {
+    LlRequest w = encode_request(*tok, p.contexts[i], p.continuations[i]);
+    std::vector<int32_t> c = hf_encode(*tok, p.contexts[i]);
+    std::vector<int32_t> all = hf_encode(*tok, p.contexts[i] + " got the easier cases.");
+    EXPECT_EQ(w.cont_len, int64_t(all.size() - c.size()));
+    EXPECT_EQ(std::vector<int32_t>(w.tokens.end() - w.cont_len, w.tokens.end()),
+              std::vector<int32_t>(all.begin() + int64_t(c.size()), all.end()));
+  }
+  // Empty context: the prefix token (BOS) is the context.
+  LlRequest e = encode_request(*tok, "", " Hello");
+  EXPECT_EQ(e.tokens[0], tok->bos_id());
+  EXPECT_EQ(e.cont_len, int64_t(tok->encode(" Hello").size()));
+}
+
+TEST(ZeroShot, PrefixReuseEqualsFullForward) {
+  LOWBIT_REQUIRE_SHARED(dir, "models/stories260K");
+  LlamaModel m = load_model(dir);
+  auto tok = load_tokenizer(dir);
+  Prompt p = make_prompt("arc_easy", json{{"question", "Lily went to the park with her mom. What did she see?"},
+                                          {"choices", {"a big dog", "a red ball", "the sun and a tree"}},
+                                          {"answer", 0}});
+  std::vector<LlRequest> reqs;
+  for (size_t i = 0; i < p.contexts.size(); ++i) reqs.push_back(encode_request(*tok, p.contexts[i], p.continuations[i]));
+  int64_t shared = -1, shared_off = -1;
+  auto a = score_requests(m, reqs, m.cfg.max_position, true, &shared);
+  auto b = score_requests(m, reqs, m.cfg.max_position, false, &shared_off);
+  EXPECT_GT(shared, 5);  // the context ran once
+  EXPECT_EQ(shared_off, 0);
+  // The rows are the same function of the same tokens; only the GEMMs' row blocking
+  // differs (f32 sums in another order), ~1e-6 relative on logits of magnitude ~10.
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    EXPECT_NEAR(a[i].ll, b[i].ll, 1e-4) << i;
+    EXPECT_EQ(a[i].greedy, b[i].greedy) << i;
+    EXPECT_LT(a[i].ll, 0);
+  }
+  // Left truncation to the context window: with max_len 6, the model sees the last 7
+  // tokens minus the final one, from position 0 — the same as scoring that suffix alone.
+  LlRequest t = reqs[1];
+  LlRequest cut = t;
+  cut.tokens.assign(t.tokens.end() - 7, t.tokens.end());
+  ASSERT_LE(t.cont_len, 6);
+  auto tr = score_requests(m, {t}, 6, true);
+  auto cr = score_requests(m, {cut}, 512, true);
+  EXPECT_EQ(tr[0].ll, cr[0].ll);
+}
+
+TEST(ZeroShot, CliEndToEnd) {
+  LOWBIT_REQUIRE_SHARED(dir, "models/stories260K");
+  LOWBIT_REQUIRE_SHARED(tasks, "data/tasks");
+  const std::string out = test::temp_dir("zs") + "/r.json";
+  json j = test::run_lowbit_json("eval zeroshot --model " + dir + " --tasks arc_easy,winogrande,lambada_openai,siqa"
+                                     " --limit 4 --log-samples --quiet --tasks-dir " + tasks,
+                                 out);
+  ASSERT_FALSE(j.is_null());
+  for (const char* t : {"arc_easy", "winogrande", "lambada_openai", "siqa"}) {
+    ASSERT_TRUE(j["results"].contains(t)) << t;
+    EXPECT_EQ(j["n-samples"][t]["effective"], 4) << t;
+    const double acc = j["results"][t]["acc"];
+    EXPECT_GE(acc, 0.0);
+    EXPECT_LE(acc, 1.0);
+    // acc is the mean of the per-item scores, recomputed from the logged loglikelihoods.
+    double sum = 0;
+    for (const auto& s : j["samples"][t]) {
+      std::vector<double> ll = s["loglikelihoods"].get<std::vector<double>>();
+      const double a = std::string(t) == "lambada_openai" ? (s["greedy"][0].get<bool>() ? 1.0 : 0.0)
+                                                          : (argmax_first(ll) == s["gold"].get<int64_t>() ? 1.0 : 0.0);
+      sum += a;
+    }
+    EXPECT_DOUBLE_EQ(acc, sum / 4) << t;
+  }
+  EXPECT_TRUE(j["results"]["arc_easy"].contains("acc_norm"));
+  EXPECT_FALSE(j["results"]["siqa"].contains("acc_norm"));  // social_iqa.yaml lists acc only
+  EXPECT_TRUE(j["results"]["lambada_openai"].contains("perplexity"));
+  EXPECT_GT(j["results"]["lambada_openai"]["perplexity_stderr"].get<double>(), 0.0);
+
+  auto r = test::run_lowbit("eval zeroshot --model " + dir + " --tasks arc_easy,hellaswag --tasks-dir " + tasks);
+  test::expect_error_line(r, "unknown task 'hellaswag'", 2);
+  const std::string empty = test::temp_dir("zs-empty");
+  r = test::run_lowbit("eval zeroshot --model " + dir + " --tasks piqa --tasks-dir " + empty);
+  test::expect_error_line(r, "piqa.jsonl", 1);
+}
