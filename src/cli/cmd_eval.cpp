@@ -99,6 +99,7 @@ void add_eval(CLI::App& app, Common& common, Runner* run) {
     subs->push_back({eval->get_subcommands({})[before], r});
   };
   add(add_eval_ppl);
+  add(add_eval_vqa);
   add(add_eval_zeroshot);
   *run = [subs]() {
     for (auto& [sub, r] : *subs)

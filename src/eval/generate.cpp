@@ -88,6 +88,7 @@ std::vector<int32_t> generate_impl(LlamaModel& model, const std::vector<int32_t>
     out.push_back(next);
     if (on_token) on_token(next);
     if (next == opt.eos_id || i + 1 == budget) break;
+    if (std::find(opt.stop_ids.begin(), opt.stop_ids.end(), next) != opt.stop_ids.end()) break;
     logits = step(&next, 1);
   }
   return out;

@@ -15,6 +15,7 @@ struct GenOptions {
   double top_p = 1.0;
   uint64_t seed = 0;
   int32_t eos_id = -1;  // stop when generated (it is included in the output)
+  std::vector<int32_t> stop_ids;  // further stop tokens (end-of-turn tokens), included like eos_id
 };
 
 // Returns the generated ids (prompt excluded). `on_token` is called per new id.

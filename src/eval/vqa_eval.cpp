@@ -1,0 +1,297 @@
+// `lowbit eval vqa` (see vqa_eval.h).
+#include "eval/vqa_eval.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "backend/backend.h"
+#include "core/error.h"
+#include "core/progress.h"
+#include "eval/generate.h"
+#include "eval/vqa_dataset.h"
+#include "eval/vqa_prompt.h"
+#include "eval/vqa_score.h"
+#include "eval/vqa_store.h"
+#include "io/files.h"
+#include "io/image.h"
+#include "io/tokenizer.h"
+#include "models/llava.h"
+#include "models/loader.h"
+#include "models/templates.h"
+#include "models/vlm.h"
+
+namespace lowbit {
+
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+void parse_vqa_shard(const std::string& s, int64_t* index, int64_t* count) {
+  const size_t slash = s.find('/');
+  bool ok = slash != std::string::npos && slash > 0 && slash + 1 < s.size();
+  long long i = -1, n = -1;
+  if (ok) {
+    try {
+      size_t u1 = 0, u2 = 0;
+      i = std::stoll(s.substr(0, slash), &u1);
+      n = std::stoll(s.substr(slash + 1), &u2);
+      ok = u1 == slash && u2 == s.size() - slash - 1;
+    } catch (const std::exception&) {
+      ok = false;
+    }
+  }
+  LOWBIT_CHECK(ok && n >= 1 && i >= 0 && i < n, ArgError,
+               "--shard: expected i/n with 0 <= i < n (e.g. 0/4 … 3/4), got '{}'", s);
+  *index = i;
+  *count = n;
+}
+
+namespace {
+
+// Content identity of a model directory: config.json's and tokenizer files' hashes, weight sizes.
+json dir_identity(const std::string& dir) {
+  json id = json::object();
+  if (dir.empty()) return id;
+  for (const char* f : {"config.json", "tokenizer.json", "tokenizer.model", "preprocessor_config.json",
+                        "processor_config.json", "chat_template.jinja", "chat_template.json"}) {
+    const fs::path p = fs::path(dir) / f;
+    if (fs::is_regular_file(p)) id[f] = fnv1a_hex(read_text_file(p.string()));
+  }
+  std::vector<std::string> weights;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec))
+    if (e.is_regular_file() && e.path().extension() == ".safetensors")
+      weights.push_back(fmt::format("{}:{}", e.path().filename().string(), e.file_size()));
+  std::sort(weights.begin(), weights.end());
+  id["weights"] = weights;
+  return id;
+}
+
+// Token ids of the end-of-turn tokens the templates write, where the vocabulary has them.
+std::vector<int32_t> stop_tokens(const Tokenizer& tok) {
+  std::vector<int32_t> ids;
+  for (const char* t : {"<end_of_utterance>", "<|im_end|>", "<|eot_id|>"}) {
+    const int32_t id = tok.token_to_id(t);
+    if (id >= 0) ids.push_back(id);
+  }
+  return ids;
+}
+
+struct Selection {
+  std::vector<const VqaQuestion*> questions;
+};
+
+Selection select(const VqaDataset& d, int64_t limit, int64_t shard_index, int64_t shard_count) {
+  Selection s;
+  const int64_t n = limit < 0 ? int64_t(d.questions.size()) : std::min<int64_t>(limit, int64_t(d.questions.size()));
+  for (int64_t k = 0; k < n; ++k)
+    if (k % shard_count == shard_index) s.questions.push_back(&d.questions[size_t(k)]);
+  return s;
+}
+
+std::string shard_dir(const std::string& out, int64_t i, int64_t n) {
+  return (fs::path(out) / fmt::format("shard-{}-of-{}", i, n)).string();
+}
+
+// results.json, accuracy.json, submission.json into dir; the summary line on stdout.
+void write_reports(const VqaDataset& d, const Selection& sel, const std::map<std::string, json>& records,
+                   const json& config, const std::string& dir, int64_t answered_now, double seconds) {
+  const VqaReport r = vqa_report(d, sel.questions, records, config);
+  const auto dump = [](const json& j) { return j.dump(2, ' ', false, json::error_handler_t::replace) + "\n"; };
+  write_file_atomic((fs::path(dir) / "results.json").string(), dump(r.results));
+  if (!r.accuracy.is_null()) write_file_atomic((fs::path(dir) / "accuracy.json").string(), dump(r.accuracy));
+  if (!r.submission.is_null()) write_file_atomic((fs::path(dir) / "submission.json").string(), dump(r.submission));
+  const std::string rate =
+      answered_now > 0 ? fmt::format(", {} answered now in {:.1f}s ({:.2f} answers/s)", answered_now, seconds,
+                                     double(answered_now) / std::max(seconds, 1e-9))
+                       : "";
+  if (r.accuracy.is_null()) {
+    std::printf("%s: %zu answers in %s%s (no ground truth given: not scored)\n", vqa_task_name(d.task),
+                sel.questions.size(), dir.c_str(), rate.c_str());
+  } else {
+    const int64_t skipped = r.accuracy["skipped"].get<int64_t>();
+    std::printf("%s accuracy %.4f (%.2f%%) over %lld questions%s%s -> %s\n", vqa_task_name(d.task),
+                r.accuracy["accuracy"].get<double>(), r.accuracy["accuracy_percent"].get<double>(),
+                (long long)r.accuracy["questions"].get<int64_t>(),
+                skipped ? fmt::format(" ({} skipped: missing images)", skipped).c_str() : "", rate.c_str(), dir.c_str());
+  }
+  std::fflush(stdout);
+}
+
+int merge_shards(const VqaEvalOptions& o, const VqaDataset& d, const json& config, const std::string& fingerprint) {
+  // Find OUT/shard-*-of-N.
+  int64_t n = -1;
+  std::error_code ec;
+  LOWBIT_CHECK(fs::is_directory(o.output), IoError, "--merge: --output {} is not a directory", o.output);
+  for (const auto& e : fs::directory_iterator(o.output, ec)) {
+    long long i = 0, m = 0;
+    char tail = 0;
+    if (!e.is_directory() || std::sscanf(e.path().filename().c_str(), "shard-%lld-of-%lld%c", &i, &m, &tail) != 2)
+      continue;
+    LOWBIT_CHECK(n < 0 || n == m, ArgError, "--merge: {} holds shards of different counts ({} and {})", o.output, n, m);
+    n = m;
+  }
+  LOWBIT_CHECK(n >= 1, IoError, "--merge: no shard-i-of-n directories in {}", o.output);
+  std::map<std::string, json> records;
+  for (int64_t i = 0; i < n; ++i) {
+    const std::string dir = shard_dir(o.output, i, n);
+    const std::string path = (fs::path(dir) / "answers.jsonl").string();
+    LOWBIT_CHECK(fs::is_regular_file(path), IoError, "--merge: shard {}/{} is missing ({} not found)", i, n, path);
+    size_t line = 0;
+    for (json& r : read_vqa_answers(path)) {
+      ++line;
+      LOWBIT_CHECK(r.value("fingerprint", "") == fingerprint, ArgError,
+                   "--merge: {} line {} is from a different run (model, task, questions or decoding differ)", path,
+                   line);
+      const std::string key = r["key"].get<std::string>();
+      LOWBIT_CHECK(!records.count(key), FormatError, "--merge: question {} is answered in two shards ({} line {})",
+                   key, path, line);
+      records[key] = std::move(r);
+    }
+    const Selection part = select(d, o.limit, i, n);
+    int64_t missing = 0;
+    std::string first;
+    for (const VqaQuestion* q : part.questions)
+      if (!records.count(q->key) && missing++ == 0) first = q->key;
+    LOWBIT_CHECK(missing == 0, ArgError, "--merge: shard {}/{} is incomplete: {} of its {} questions unanswered "
+                 "(first: {}); finish it with --shard {}/{}",
+                 i, n, missing, part.questions.size(), first, i, n);
+  }
+  const Selection all = select(d, o.limit, 0, 1);
+  // OUT/answers.jsonl: the records in dataset order, as an unsharded run would have them.
+  const std::string out_answers = (fs::path(o.output) / "answers.jsonl").string();
+  if (fs::is_regular_file(out_answers) && !o.force)
+    for (const json& r : read_vqa_answers(out_answers))
+      LOWBIT_CHECK(r.value("fingerprint", "") == fingerprint, ArgError,
+                   "--merge: {} holds answers from a different run; use --force to replace it", out_answers);
+  std::string text;
+  for (const VqaQuestion* q : all.questions)
+    text += records.at(q->key).dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+  write_file_atomic(out_answers, text);
+  write_file_atomic((fs::path(o.output) / "run.json").string(),
+                    json{{"fingerprint", fingerprint}, {"config", config}, {"merged_shards", n}}.dump(2) + "\n");
+  write_reports(d, all, records, config, o.output, 0, 0.0);
+  return 0;
+}
+
+}  // namespace
+
+int run_vqa_eval(const VqaEvalOptions& o) {
+  const VqaTask task = parse_vqa_task(o.task);
+  if (o.template_name != "default" && o.template_name != "auto" && o.template_name != "raw")
+    find_chat_template(o.template_name);  // unknown name: usage error
+  LOWBIT_CHECK(is_vlm_dir(o.model), ArgError,
+               "--model {}: not a vision-language model directory (LLaVA-1.5, LLaVA-NeXT, Idefics3/SmolVLM)", o.model);
+  LOWBIT_CHECK(o.vision_tower.empty() || is_llava_original_dir(o.model), ArgError,
+               "--vision-tower is only for the original LLaVA layout (LlavaLlamaForCausalLM); {} is not one", o.model);
+  LOWBIT_CHECK(!o.merge || o.shard_count == 1, ArgError, "--merge combines the shards; give it without --shard");
+  LOWBIT_CHECK(fs::is_directory(o.images), IoError, "--images {}: no such directory", o.images);
+
+  const VqaDataset d = load_vqa_dataset(task, o.questions, o.annotations, o.split);
+  LOWBIT_CHECK(!d.questions.empty(), FormatError, "--questions {}: no questions", o.questions);
+  const std::string tname = o.template_name == "auto" ? resolve_template("auto", o.model) : o.template_name;
+  const int64_t max_new = o.max_new_tokens > 0 ? o.max_new_tokens : vqa_default_max_new_tokens(task);
+
+  // What determines the answers (fingerprinted) — contents, not paths, so shards from other
+  // machines merge; the paths are kept for reading in run.json's "paths".
+  json config = {{"task", vqa_task_name(task)},
+                 {"model", dir_identity(o.model)},
+                 {"vision_tower", dir_identity(o.vision_tower)},
+                 {"questions", fnv1a_hex(read_text_file(o.questions))},
+                 {"template", tname},
+                 {"max_new_tokens", max_new},
+                 {"tokenizer", o.tokenizer},
+                 {"decoding", "greedy"},
+                 {"quantization", nullptr}};
+  if (task == VqaTask::ScienceQA) config["split"] = o.split;
+  const std::string fingerprint = fnv1a_hex(config.dump());
+
+  if (o.merge) return merge_shards(o, d, config, fingerprint);
+
+  const Selection sel = select(d, o.limit, o.shard_index, o.shard_count);
+  const std::string dir = o.shard_count > 1 ? shard_dir(o.output, o.shard_index, o.shard_count) : o.output;
+  VqaAnswerStore store(dir, config, fingerprint, o.force);
+
+  std::vector<const VqaQuestion*> todo;
+  for (const VqaQuestion* q : sel.questions)
+    if (!store.has(q->key)) todo.push_back(q);
+  // Missing images: an error naming the question before any model is loaded, or (--skip-missing)
+  // a skipped record.
+  std::vector<const VqaQuestion*> run;
+  for (const VqaQuestion* q : todo) {
+    const std::string path = q->image.empty() ? "" : (fs::path(o.images) / q->image).string();
+    if (path.empty() || fs::is_regular_file(path)) {
+      run.push_back(q);
+      continue;
+    }
+    LOWBIT_CHECK(o.skip_missing, IoError,
+                 "question {}: image {} not found (--skip-missing records such questions as skipped)", q->key, path);
+    store.append({{"key", q->key}, {"question_id", q->question_id}, {"skipped", true},
+                  {"reason", "image not found: " + q->image}});
+  }
+
+  double seconds = 0;
+  if (!run.empty()) {
+    std::unique_ptr<Vlm> m = load_vlm(o.model, o.vision_tower);
+    std::unique_ptr<Tokenizer> tok = load_tokenizer(o.model, o.tokenizer);
+    const std::string arch = m->architecture();
+    const std::string auto_t = resolve_template("auto", o.model);
+    const TemplateContext ctx = template_context(o.model);
+    GenOptions go;
+    go.max_new_tokens = max_new;
+    go.eos_id = tok->eos_id() >= 0 ? tok->eos_id() : m->language().cfg.eos_token_id;
+    go.stop_ids = stop_tokens(*tok);
+    log_info(fmt::format("{}: {} questions selected, {} answered before, {} to answer ({}, template {}, {} new tokens "
+                         "max, {} threads)",
+                         vqa_task_name(task), sel.questions.size(), sel.questions.size() - todo.size(), run.size(),
+                         arch, tname, max_new, cpu_backend().threads()));
+    Progress prog("vqa", int64_t(run.size()));
+    const auto t_start = std::chrono::steady_clock::now();
+    int64_t done = 0;
+    for (const VqaQuestion* q : run) {
+      const auto t0 = std::chrono::steady_clock::now();
+      std::vector<Image> images;
+      if (!q->image.empty()) {
+        const std::string path = (fs::path(o.images) / q->image).string();
+        images.push_back(o.max_image_pixels > 0 ? decode_image(path, o.max_image_pixels) : decode_image(path));
+      }
+      const std::string prompt = vqa_prompt(task, *q, arch, tname, auto_t, ctx);
+      m->set_images(images);
+      const std::vector<int32_t> ids = m->prompt_ids(*tok, prompt);
+      std::vector<int32_t> out;
+      if (images.empty()) {
+        out = generate(m->language(), ids, go);
+      } else {
+        const std::vector<float> x = m->embed(ids);
+        out = generate_from_embeds(m->language(), x, int64_t(ids.size()), go);
+      }
+      std::vector<int32_t> body = out;  // the text without the stop token
+      if (!body.empty() && (body.back() == go.eos_id ||
+                            std::find(go.stop_ids.begin(), go.stop_ids.end(), body.back()) != go.stop_ids.end()))
+        body.pop_back();
+      const std::string text = tok->decode(body);
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      store.append({{"key", q->key},
+                    {"question_id", q->question_id},
+                    {"prompt", prompt},
+                    {"text", text},
+                    {"answer", vqa_answer_as_scored(task, *q, text)},
+                    {"prompt_tokens", ids.size()},
+                    {"new_tokens", out.size()},
+                    {"seconds", secs}});
+      ++done;
+      seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+      prog.update(done, fmt::format("{:.2f} answers/s", double(done) / std::max(seconds, 1e-9)));
+    }
+    prog.finish(fmt::format("{:.2f} answers/s", double(done) / std::max(seconds, 1e-9)));
+  }
+  write_reports(d, sel, store.records(), config, dir, int64_t(run.size()), seconds);
+  return 0;
+}
+
+}  // namespace lowbit
