@@ -215,6 +215,25 @@ TEST_F(VqaEval, ResumeAfterInterruption) {
   EXPECT_EQ(read_file(out2 + "/results.json"), read_file(*ref_ + "/results.json"));
 }
 
+// kill -9 for real (LOWBIT_FAULT, core/fault.h): after the 3rd answer, and in the middle of
+// writing the 4th (a torn line on disk); each rerun completes to exactly the uninterrupted run.
+TEST_F(VqaEval, ResumeAfterKill) {
+  for (const char* fault : {"vqa_answer", "vqa_torn"}) {
+    const std::string out = *root_ + "/kill_" + fault;
+    const RunResult k = lowbit::test::run_lowbit_env(std::string("LOWBIT_FAULT=") + fault,
+                                                     args(a_->model, "vqav2", *q_, a_->images, out));
+    EXPECT_EQ(k.exit_code, 128 + 9) << fault << ": " << k.out;
+    const std::string part = read_file(out + "/answers.jsonl");
+    if (std::string(fault) == "vqa_torn") EXPECT_NE(part.back(), '\n') << "expected a torn last line";
+    EXPECT_FALSE(fs::exists(out + "/results.json"));
+    const RunResult r = run_lowbit(args(a_->model, "vqav2", *q_, a_->images, out));
+    ASSERT_EQ(r.exit_code, 0) << r.out;
+    EXPECT_NE(r.out.find("3 answered now"), std::string::npos) << fault << ": " << r.out;
+    EXPECT_EQ(records(out), records(*ref_)) << fault;
+    EXPECT_EQ(read_file(out + "/results.json"), read_file(*ref_ + "/results.json")) << fault;
+  }
+}
+
 // --shard i/n answers disjoint subsets; --merge gives the unsharded records and reports.
 TEST_F(VqaEval, ShardsMergeToTheUnshardedRun) {
   const std::string out = *root_ + "/sharded";

@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "core/error.h"
+#include "core/fault.h"
 #include "io/files.h"
 
 namespace lowbit {
@@ -136,13 +137,21 @@ void VqaAnswerStore::append(json record) {
   record["fingerprint"] = fingerprint_;
   const std::string key = record["key"].get<std::string>();
   const std::string line = record.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+  // Fault injection for the kill tests (core/fault.h): LOWBIT_FAULT=vqa_answer kills the process
+  // after the 3rd record of this run; vqa_torn writes half of the 4th record, then kills it.
+  ++appended_;
+  const char* fault = std::getenv("LOWBIT_FAULT");
+  size_t len = line.size();
+  if (appended_ == 4 && fault && std::strcmp(fault, "vqa_torn") == 0) len = line.size() / 2;
   size_t done = 0;
-  while (done < line.size()) {  // one write() in practice; loop for partial writes
-    const ssize_t w = ::write(fd_, line.data() + done, line.size() - done);
+  while (done < len) {  // one write() in practice; loop for partial writes
+    const ssize_t w = ::write(fd_, line.data() + done, len - done);
     if (w < 0 && errno == EINTR) continue;
     LOWBIT_CHECK(w > 0, IoError, "cannot write {}: {}", path_, std::strerror(errno));
     done += size_t(w);
   }
+  if (len < line.size()) fault_point("vqa_torn");
+  if (appended_ == 3) fault_point("vqa_answer");
   records_[key] = std::move(record);
 }
 

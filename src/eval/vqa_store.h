@@ -17,6 +17,7 @@
 // (greedy, same model and threads), an interrupted run resumed with the same flags gives exactly the
 // records an uninterrupted run gives (timing fields aside).
 #pragma once
+#include <cstdint>
 #include <cstdio>
 #include <map>
 #include <string>
@@ -48,6 +49,7 @@ class VqaAnswerStore {
   std::string path_;
   std::string fingerprint_;
   int fd_ = -1;
+  int64_t appended_ = 0;  // records appended by this run (fault injection)
   std::map<std::string, nlohmann::json> records_;
 };
 
