@@ -21,6 +21,8 @@ void add_eval(CLI::App& app, Common& common, Runner* run);
 void add_eval_vqa(CLI::App* eval, Common& common, Runner* run);  // cmd_eval_vqa.cpp
 // `eval` subcommands (cmd_eval*.cpp), registered by add_eval.
 void add_eval_zeroshot(CLI::App* eval, Common& common, Runner* run);
+// lowbit export (cmd_export.cpp).
+void add_export(CLI::App& app, Common& common, Runner* run);
 void add_generate(CLI::App& app, Common& common, Runner* run);
 void add_inspect(CLI::App& app, Common& common, Runner* run);
 void add_synth(CLI::App& app, Common& common, Runner* run);

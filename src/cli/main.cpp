@@ -37,6 +37,7 @@ int main(int argc, char** argv) {
     cmds.push_back({app.get_subcommands({})[before], r});
   };
   reg(add_eval);
+  reg(add_export);
   reg(add_generate);
   reg(add_inspect);
   reg(add_quantize);
@@ -52,7 +53,7 @@ int main(int argc, char** argv) {
     const std::string c = argv[1];
     bool known = false;
     for (auto& [sub, run] : cmds) known |= sub->get_name() == c;
-    if (!known) return usage_error("unknown command '" + c + "' (commands: eval, generate, inspect, quantize, synth)");
+    if (!known) return usage_error("unknown command '" + c + "' (commands: eval, export, generate, inspect, quantize, synth)");
   }
   try {
     app.parse(argc, argv);

@@ -210,6 +210,15 @@ nlohmann::json eval_zeroshot(LlamaModel& m, const Tokenizer& tok, const std::vec
   // Load and tokenize everything first: a bad file fails before hours of scoring.
   std::vector<std::vector<ZsItem>> all;
   for (const auto& t : tasks) all.push_back(load_task(t, opt.tasks_dir, tok, opt.limit));
+  // lm-eval asserts every continuation fits the context window (it cannot left-truncate a
+  // continuation); say which item does not, before any scoring.
+  for (size_t ti = 0; ti < tasks.size(); ++ti)
+    for (const ZsItem& it : all[ti])
+      for (size_t i = 0; i < it.reqs.size(); ++i)
+        LOWBIT_CHECK(it.reqs[i].cont_len <= max_len, ArgError,
+                     "task '{}' item {}: continuation {} is {} tokens, more than the model's context of {} (lm-eval "
+                     "cannot score it either); leave the item out of {}/{}.jsonl or use --limit",
+                     tasks[ti], it.id, i, it.reqs[i].cont_len, max_len, opt.tasks_dir, tasks[ti]);
 
   nlohmann::json out = {{"results", nlohmann::json::object()},
                         {"n-samples", nlohmann::json::object()},
