@@ -220,11 +220,11 @@ TEST(ZeroShot, CliEndToEnd) {
   LOWBIT_REQUIRE_SHARED(dir, "models/stories260K");
   LOWBIT_REQUIRE_SHARED(tasks, "data/tasks");
   const std::string out = test::temp_dir("zs") + "/r.json";
-  json j = test::run_lowbit_json("eval zeroshot --model " + dir + " --tasks arc_easy,winogrande,lambada_openai,siqa"
+  json j = test::run_lowbit_json("eval zeroshot --model " + dir + " --tasks arc_easy,winogrande,lambada_openai,siqa,piqa"
                                      " --limit 4 --log-samples --quiet --tasks-dir " + tasks,
                                  out);
   ASSERT_FALSE(j.is_null());
-  for (const char* t : {"arc_easy", "winogrande", "lambada_openai", "siqa"}) {
+  for (const char* t : {"arc_easy", "winogrande", "lambada_openai", "siqa", "piqa"}) {
     ASSERT_TRUE(j["results"].contains(t)) << t;
     EXPECT_EQ(j["n-samples"][t]["effective"], 4) << t;
     const double acc = j["results"][t]["acc"];
@@ -244,6 +244,19 @@ TEST(ZeroShot, CliEndToEnd) {
   EXPECT_FALSE(j["results"]["siqa"].contains("acc_norm"));  // social_iqa.yaml lists acc only
   EXPECT_TRUE(j["results"]["lambada_openai"].contains("perplexity"));
   EXPECT_GT(j["results"]["lambada_openai"]["perplexity_stderr"].get<double>(), 0.0);
+
+  // Quantized: in-memory flags and the checkpoint `quantize` writes score the same
+  // (the same packed codes, the same forward).
+  const std::string tmp = test::temp_dir("zs-q");
+  ASSERT_EQ(test::run_lowbit("quantize --model " + dir + " --w_bits 4 --w_rtn --quiet --out " + tmp + "/q").exit_code, 0);
+  json qa = test::run_lowbit_json("eval zeroshot --model " + dir + " --w_bits 4 --w_rtn --tasks piqa --limit 3"
+                                  " --log-samples --quiet --tasks-dir " + tasks, tmp + "/a.json");
+  json qb = test::run_lowbit_json("eval zeroshot --model " + tmp + "/q --tasks piqa --limit 3 --log-samples --quiet"
+                                  " --tasks-dir " + tasks, tmp + "/b.json");
+  ASSERT_FALSE(qa.is_null() || qb.is_null());
+  EXPECT_EQ(qa["samples"]["piqa"], qb["samples"]["piqa"]);
+  EXPECT_NE(qa["samples"]["piqa"], j["samples"].value("piqa", json()));  // and not the FP numbers
+  EXPECT_TRUE(qa.contains("quantization"));
 
   auto r = test::run_lowbit("eval zeroshot --model " + dir + " --tasks arc_easy,hellaswag --tasks-dir " + tasks);
   test::expect_error_line(r, "unknown task 'hellaswag'", 2);
