@@ -6,6 +6,8 @@
 #include "cli/quant_flags.h"
 #include "models/loader.h"
 #include "quant/checkpoint.h"
+#include "models/vlm.h"
+#include "quant/vlm_quant.h"
 #include "core/error.h"
 #include "core/progress.h"
 #include "eval/perplexity.h"
@@ -52,8 +54,15 @@ void add_eval_ppl(CLI::App* eval, Common& common, Runner* run) {
     if (qc.any()) {
       LOWBIT_CHECK(!is_quantized_checkpoint(o->model), ArgError,
                    "{} is already quantized; quantization flags apply to full-precision models", o->model);
-      QuantizedModel q = quantize_in_memory(model, qc, *tok);
-      qreport = q.report;
+      if (is_vlm_dir(o->model)) {  // the whole VLM, tower by tower; perplexity on its language model
+        std::unique_ptr<Vlm> v = load_vlm(o->model);
+        qreport = quantize_vlm_in_memory(*v, qc, *tok, o->model).report;
+        model = std::move(v->language());
+      } else {
+        check_no_vlm_settings(qc, o->model);
+        QuantizedModel q = quantize_in_memory(model, qc, *tok);
+        qreport = q.report;
+      }
     }
     if (o->seqlen < 0) o->seqlen = std::min<int64_t>(2048, model.cfg.max_position);
     LOWBIT_CHECK(o->seqlen <= model.cfg.max_position, ArgError,

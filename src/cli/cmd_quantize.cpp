@@ -7,6 +7,9 @@
 #include "core/error.h"
 #include "core/progress.h"
 #include "io/files.h"
+#include "models/loader.h"
+#include "models/vlm.h"
+#include "quant/vlm_quant.h"
 #include "quant/checkpoint.h"
 
 namespace lowbit::cli {
@@ -32,12 +35,24 @@ void add_quantize(CLI::App& app, Common& common, Runner* run) {
     if (!o->report_json.empty()) check_output_file(o->report_json, "--report-json");
     LOWBIT_CHECK(!is_quantized_checkpoint(o->model), ArgError,
                  "{} is already a lowbit quantized checkpoint; quantize the full-precision model", o->model);
-    LlamaModel m = LlamaModel::load(o->model);
-    QuantConfig cfg = o->flags.resolve(m.cfg.max_position);
-    LOWBIT_CHECK(cfg.any(), ArgError, "nothing to do: give --recipe or some of --w_bits/--a_bits/--k_bits/--v_bits/--rotate");
-    auto tok = load_tokenizer(o->model, o->tokenizer);
-    QuantizedModel q = quantize_in_memory(m, cfg, *tok);
-    save_quantized(m, q, o->model, o->out);
+    QuantizedModel q;
+    QuantConfig cfg;
+    if (is_vlm_dir(o->model)) {  // tower by tower (quant/vlm_quant.h)
+      std::unique_ptr<Vlm> v = load_vlm(o->model);
+      cfg = o->flags.resolve(v->language().cfg.max_position);
+      LOWBIT_CHECK(cfg.any(), ArgError, "nothing to do: give --recipe or some of --w_bits/--wbits/--a_bits/--k_bits/--v_bits/--rotate");
+      auto tok = load_tokenizer(o->model, o->tokenizer);
+      q = quantize_vlm_in_memory(*v, cfg, *tok, o->model);
+      save_quantized_vlm(*v, q, o->model, o->out);
+    } else {
+      LlamaModel m = LlamaModel::load(o->model);
+      cfg = o->flags.resolve(m.cfg.max_position);
+      check_no_vlm_settings(cfg, o->model);
+      LOWBIT_CHECK(cfg.any(), ArgError, "nothing to do: give --recipe or some of --w_bits/--a_bits/--k_bits/--v_bits/--rotate");
+      auto tok = load_tokenizer(o->model, o->tokenizer);
+      q = quantize_in_memory(m, cfg, *tok);
+      save_quantized(m, q, o->model, o->out);
+    }
     if (!o->report_json.empty()) write_file_atomic(o->report_json, q.report.dump(2) + "\n");
     std::printf("wrote %s (%s) in %.1fs\n", o->out.c_str(), cfg.summary().c_str(), q.report["seconds"].get<double>());
     return 0;

@@ -17,6 +17,18 @@ std::vector<std::vector<int32_t>> load_calibration(const QuantConfig& c, const T
   return sample_calibration(ids, c.nsamples, c.cal_seqlen, c.seed);
 }
 
+void check_no_vlm_settings(const QuantConfig& c, const std::string& model) {
+  const char* flag = c.w_bits_vision >= 0 || c.w_bits_projector >= 0 ? "--wbits V,P,L"
+                     : c.vit_module                                 ? "--vit_module"
+                     : c.vita_clip_ratio != 1.0                     ? "--vita_clip_ratio"
+                     : c.skip_last_vision                           ? "--skip_last_vision"
+                     : c.skip_last_proj                             ? "--skip_last_proj"
+                     : c.quant_patch_embed                          ? "--quant_patch_embed"
+                     : !c.cal_image_folder.empty()                  ? "--image_folder"
+                                                                    : nullptr;
+  LOWBIT_CHECK(flag == nullptr, ArgError, "{} is for vision-language models; {} is a text-only model", flag, model);
+}
+
 QuantizedModel quantize_in_memory(LlamaModel& m, const QuantConfig& c, const Tokenizer& tok) {
   log_info("quantization config: " + c.summary());
   std::vector<std::vector<int32_t>> calib;

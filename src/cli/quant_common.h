@@ -13,5 +13,8 @@ namespace lowbit::cli {
 std::vector<std::vector<int32_t>> load_calibration(const QuantConfig& cfg, const Tokenizer& tok, int32_t bos);
 // Quantizes `m` per `cfg` (calibration read when needed) and prints the config.
 QuantizedModel quantize_in_memory(LlamaModel& m, const QuantConfig& cfg, const Tokenizer& tok);
+// ArgError naming the first vision-language setting (per-tower --wbits, --vit_module,
+// --skip_last_*, ...) in a configuration for the text-only model `model`.
+void check_no_vlm_settings(const QuantConfig& cfg, const std::string& model);
 
 }  // namespace lowbit::cli

@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include "core/error.h"
 #include "core/progress.h"
 
 namespace lowbit::cli {
@@ -17,7 +18,11 @@ void QuantFlags::add(CLI::App* app) {
   opts_.push_back({app->add_flag(names, g.field, help)->group("Quantization"),                   \
                    [](QuantConfig& d, const QuantConfig& s) { d.field = s.field; }})
   app->add_option("--recipe", recipe_, "named recipe: " + recipe_list())->group("Quantization");
-  LB_OPT(w_bits, "--w_bits,--w-bits,--wbits", "weight bits (2..8; 16 = keep)");
+  LB_OPT(w_bits, "--w_bits,--w-bits", "weight bits (2..8; 16 = keep); a VLM: every tower");
+  wbits_opt_ = app->add_option("--wbits", wbits_,
+                               "weight bits: N (every tower) or V,P,L (vision, projector, language; L also sets "
+                               "lm_head unless --skip_last_language / --lm_head_w_bits)")
+                   ->group("Quantization");
   LB_OPT(w_groupsize, "--w_groupsize,--w-groupsize,--groupsize", "weight group size (-1: per channel)");
   LB_FLAG(w_asym, "--w_asym,--w-asym", "asymmetric weight grid");
   LB_FLAG(w_rtn, "--w_rtn,--w-rtn", "round-to-nearest weights instead of GPTQ");
@@ -57,6 +62,19 @@ void QuantFlags::add(CLI::App* app) {
   LB_OPT(cal_seqlen, "--cal_seqlen,--cal-seqlen", "calibration window length");
   LB_OPT(seed, "--seed", "calibration sampling seed");
   LB_FLAG(enable_aq_calibration, "--enable_aq_calibration", "activation quantizers on while calibrating");
+  LB_FLAG(vit_module, "--vit_module,--vit-module", "VLM: activation quantization (--a_bits) in the vision tower and projector");
+  LB_OPT(vita_clip_ratio, "--vita_clip_ratio,--vita-clip-ratio", "VLM: vision/projector activation clip (min with --a_clip_ratio)");
+  LB_OPT(lma_clip_ratio, "--lma_clip_ratio,--lma-clip-ratio", "VLM: language-model activation clip (min with --a_clip_ratio)");
+  LB_FLAG(skip_last_vision, "--skip_last_vision,--skip-last-vision", "VLM: keep the last used vision layer's fc2 in full precision");
+  LB_FLAG(skip_last_proj, "--skip_last_proj,--skip-last-proj", "VLM: keep the projector's last linear in full precision");
+  LB_FLAG(skip_last_language, "--skip_last_language,--skip-last-language", "VLM: keep lm_head in full precision");
+  LB_FLAG(quant_patch_embed, "--quant_patch_embed,--include-conv,--include_conv",
+          "VLM: quantize the patch-embedding convolution (RTN; default: kept)");
+  exclude_conv_ = app->add_flag(std::string("--exclude-conv,--exclude_conv"))
+                      ->description("VLM: keep the patch-embedding convolution in full precision (the default; see "
+                                    "README for the seed's store_false behaviour)")
+                      ->group("Quantization");
+  LB_OPT(cal_image_folder, "--image_folder,--image-folder,--cal_image_folder", "VLM: image folder of a conversation-JSON --cal_dataset");
 #undef LB_OPT
 #undef LB_FLAG
 }
@@ -66,6 +84,13 @@ QuantConfig QuantFlags::resolve(int64_t max_context) const {
   if (!recipe_.empty()) apply_recipe(recipe_, c);
   for (auto& [opt, copy] : opts_)
     if (opt->count() > 0) copy(c, given_);
+  if (wbits_opt_ && wbits_opt_->count() > 0) apply_wbits(c);
+  if (exclude_conv_ && exclude_conv_->count() > 0) {
+    for (auto& [opt, copy] : opts_)
+      LOWBIT_CHECK(!(opt->get_name() == "--quant_patch_embed" && opt->count() > 0), ArgError,
+                   "--exclude-conv and --quant_patch_embed/--include-conv contradict each other");
+    c.quant_patch_embed = false;
+  }
   bool seed_given = false, cal_seqlen_given = false;
   for (auto& [opt, copy] : opts_) {
     if (opt->get_name() == "--rotate_seed" && opt->count() > 0) seed_given = true;
@@ -76,6 +101,48 @@ QuantConfig QuantFlags::resolve(int64_t max_context) const {
   c.validate();
   warn_without_effect(c);
   return c;
+}
+
+// --wbits N: every tower (as --w_bits); --wbits V,P,L: vision, projector, language, and lm_head
+// at L as the GPTQ/QuIP-for-VLMs tool quantizes it with the language model (unless
+// --skip_last_language or an explicit --lm_head_w_bits says otherwise).
+void QuantFlags::apply_wbits(QuantConfig& c) const {
+  std::vector<std::string> f;
+  for (size_t at = 0;;) {
+    const size_t p = wbits_.find(',', at);
+    f.push_back(wbits_.substr(at, p == std::string::npos ? std::string::npos : p - at));
+    if (p == std::string::npos) break;
+    at = p + 1;
+  }
+  LOWBIT_CHECK(f.size() == 1 || f.size() == 3, ArgError,
+               "--wbits '{}': give one width (every tower) or three, V,P,L (vision, projector, language); got {} fields",
+               wbits_, f.size());
+  std::vector<int> b;
+  for (const std::string& x : f) {
+    size_t used = 0;
+    int v = 0;
+    try {
+      v = std::stoi(x, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    LOWBIT_CHECK(used == x.size() && !x.empty(), ArgError, "--wbits '{}': '{}' is not an integer", wbits_, x);
+    b.push_back(v);
+  }
+  for (auto& [opt, copy] : opts_)
+    LOWBIT_CHECK(!(opt->get_name() == "--w_bits" && opt->count() > 0), ArgError,
+                 "--wbits and --w_bits both given; use one");
+  if (b.size() == 1) {
+    c.w_bits = b[0];
+    return;
+  }
+  c.w_bits_vision = b[0];
+  c.w_bits_projector = b[1];
+  c.w_bits = b[2];
+  bool head_given = false;
+  for (auto& [opt, copy] : opts_)
+    if (opt->get_name() == "--lm_head_w_bits" && opt->count() > 0) head_given = true;
+  if (!head_given && !c.skip_last_language) c.lm_head_w_bits = b[2];
 }
 
 // A flag given on the command line that the final configuration does not use says so
@@ -118,6 +185,13 @@ void QuantFlags::warn_without_effect(const QuantConfig& c) const {
       {"--nsamples", [](auto& c) { return c.needs_calibration() ? nullptr : "this configuration reads no calibration data"; }},
       {"--cal_seqlen", [](auto& c) { return c.needs_calibration() ? nullptr : "this configuration reads no calibration data"; }},
       {"--seed", [](auto& c) { return c.needs_calibration() || c.rotate ? nullptr : "nothing is sampled or rotated"; }},
+      {"--vita_clip_ratio", [](auto& c) { return c.vit_module && c.a_bits < 16 ? nullptr : "vision activations stay 16-bit (--vit_module with --a_bits)"; }},
+      {"--lma_clip_ratio", [](auto& c) { return c.a_bits < 16 ? nullptr : "activations stay 16-bit"; }},
+      {"--vit_module", [](auto& c) { return c.a_bits < 16 ? nullptr : "activations stay 16-bit (no --a_bits)"; }},
+      {"--image_folder", [](auto& c) { return c.needs_calibration() ? nullptr : "this configuration reads no calibration data"; }},
+      {"--skip_last_vision", [](auto& c) { return c.vision_w_bits() < 16 ? nullptr : "the vision tower's weights stay 16-bit"; }},
+      {"--skip_last_proj", [](auto& c) { return c.projector_w_bits() < 16 ? nullptr : "the projector's weights stay 16-bit"; }},
+      {"--quant_patch_embed", [](auto& c) { return c.vision_w_bits() < 16 ? nullptr : "the vision tower's weights stay 16-bit"; }},
   };
   for (auto& [opt, copy] : opts_) {
     if (opt->count() == 0) continue;

@@ -22,7 +22,11 @@ class QuantFlags {
   void warn_without_effect(const QuantConfig& c) const;
 
  private:
+  void apply_wbits(QuantConfig& c) const;
   QuantConfig given_;  // values as parsed
+  std::string wbits_;  // --wbits N | V,P,L
+  CLI::Option* wbits_opt_ = nullptr;
+  CLI::Option* exclude_conv_ = nullptr;
   std::string recipe_;
   std::vector<std::pair<CLI::Option*, std::function<void(QuantConfig&, const QuantConfig&)>>> opts_;
 };

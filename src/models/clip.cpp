@@ -321,7 +321,13 @@ ClipVisionTower ClipVisionTower::from_source(const ClipVisionConfig& cfg, const 
   t.patch_embed.name = patch;
   t.patch_embed.n_out = d;
   t.patch_embed.n_in = cfg.patch_dim();
-  t.patch_embed.W = load_checked(src, patch + ".weight", {d, C, p, p}).reshape({d, cfg.patch_dim()});
+  if (auto q = src.get_packed ? src.get_packed(patch, d, cfg.patch_dim()) : nullptr) {  // a quantized checkpoint
+    LOWBIT_CHECK(q->out == d && q->in == cfg.patch_dim(), ShapeError, "{}: packed weight '{}' is [{}, {}], expected [{}, {}]",
+                 src.source, patch, q->out, q->in, d, cfg.patch_dim());
+    t.patch_embed.qw = q;
+  } else {
+    t.patch_embed.W = load_checked(src, patch + ".weight", {d, C, p, p}).reshape({d, cfg.patch_dim()});
+  }
   if (cfg.patch_bias) {
     t.patch_embed.bias = load_checked(src, patch + ".bias", {d}).to(DType::F32);
   } else {
@@ -389,6 +395,7 @@ std::vector<float> ClipVisionTower::forward(const float* px, int64_t upto, const
   st.T = T;
   st.x.resize(static_cast<size_t>(T * d));  // [T, d]
   embed(px, st.x.data());
+  if (opt.tower_hook) opt.tower_hook("vision", st.x.data(), T, d);
   BlockCtx ctx;
   ctx.act_quant = opt.act_quant;
   ctx.observer = opt.observer ? &opt.observer : nullptr;

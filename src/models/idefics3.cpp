@@ -137,10 +137,13 @@ Idefics3Model Idefics3Model::load(const std::string& dir) {
   return from_store(cfg, st, dir);
 }
 
-Idefics3Model Idefics3Model::from_store(const Idefics3Config& cfg, const WeightStore& store, const std::string& dir) {
+Idefics3Model Idefics3Model::from_store(const Idefics3Config& cfg, const WeightStore& store, const std::string& dir,
+                                        const PackedSource& packed) {
   const std::string& source = store.source();
   using namespace idefics3_names;
-  LOWBIT_CHECK(store.has(std::string(kVisionRoot) + clip_names::kPatchEmbedding + ".weight"), ShapeError,
+  LOWBIT_CHECK(store.has(std::string(kVisionRoot) + clip_names::kPatchEmbedding + ".weight") ||
+                   store.has(std::string(kVisionRoot) + clip_names::kPatchEmbedding + ".qweight"),
+               ShapeError,
                "{}: no Idefics3 vision model found (looked for '{}{}.weight')", source, kVisionRoot,
                clip_names::kPatchEmbedding);
   LOWBIT_CHECK(store.has(std::string(kTextRoot) + "embed_tokens.weight"), ShapeError,
@@ -150,7 +153,7 @@ Idefics3Model Idefics3Model::from_store(const Idefics3Config& cfg, const WeightS
   m.cfg = cfg;
   m.dir = dir;
   TensorSource get = store_tensors(store);
-  PackedSource none;
+  const PackedSource& none = packed;  // vision and connector: file names are the linears' names
   m.vision = ClipVisionTower::from_source(cfg.vision, WeightSource{get, none, source}, kVisionRoot);
 
   Idefics3Connector& c = m.connector;
@@ -163,7 +166,8 @@ Idefics3Model Idefics3Model::from_store(const Idefics3Config& cfg, const WeightS
 
   // The language model under LLaMA's own names: "model.X" ↔ "model.text_model.X", "lm_head.*" as is.
   TensorSource lm_get = language_model_tensors(store, kTextRoot, kHeadRoot);
-  m.language = LlamaModel::from_source(cfg.text, lm_get, {}, source + " (language model)", dir);
+  m.language = LlamaModel::from_source(cfg.text, lm_get, language_model_packed(packed, kTextRoot, kHeadRoot),
+                                       source + " (language model)", dir);
   return m;
 }
 
@@ -222,9 +226,11 @@ Tensor Idefics3Model::image_features(const Tensor& pixel_values, const Tensor& p
     ForwardOptions vo;
     vo.act_quant = opt.act_quant;
     vo.observer = opt.observer;
+    vo.tower_hook = opt.tower_hook;
     const std::vector<float> h = vision.forward_output(px.data<float>() + real[size_t(k)] * img, vo);  // [G², E]
     idefics3_pixel_shuffle(h.data(), G, E, r, st.x.data() + k * F * connector.d_in);
   }
+  if (opt.tower_hook) opt.tower_hook("projector", st.x.data(), st.T, connector.d_in);
   BlockCtx ctx;
   ctx.act_quant = opt.act_quant;
   ctx.observer = opt.observer ? &opt.observer : nullptr;

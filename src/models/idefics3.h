@@ -96,7 +96,8 @@ class Idefics3Model {
   std::string dir;
 
   static Idefics3Model load(const std::string& dir);
-  static Idefics3Model from_store(const Idefics3Config& cfg, const WeightStore& store, const std::string& dir);
+  static Idefics3Model from_store(const Idefics3Config& cfg, const WeightStore& store, const std::string& dir,
+                                  const PackedSource& packed = {});
 
   // Connector output for pixel_values [n, C, S, S] or [1, n, C, S, S] (any float dtype;
   // S = image_size) with an optional pixel_attention_mask [n, S, S] or [1, n, S, S] (u8, bool,

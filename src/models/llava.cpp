@@ -276,7 +276,7 @@ LlavaModel load_original(const std::string& dir, const std::string& tower_dir) {
 
 }  // namespace
 
-LlavaModel LlavaModel::load(const std::string& dir, const std::string& vision_tower_dir) {
+LlavaModel LlavaModel::load(const std::string& dir, const std::string& vision_tower_dir, const PackedSource& packed) {
   if (is_llava_original_dir(dir)) return load_original(dir, vision_tower_dir);
   LlavaConfig cfg = LlavaConfig::load(dir);
   LOWBIT_CHECK(vision_tower_dir.empty(), ArgError,
@@ -284,7 +284,7 @@ LlavaModel LlavaModel::load(const std::string& dir, const std::string& vision_to
                "vision tower inside",
                dir, cfg.architecture);
   WeightStore st = WeightStore::open_dir(dir);
-  LlavaModel m = from_store(cfg, st, dir);
+  LlavaModel m = from_store(cfg, st, dir, packed);
   if (has_processor_config(dir)) {
     ClipProcessorConfig pc = ClipProcessorConfig::load(dir);  // Fast: transformers' default
     check_processor_fits(pc, cfg.vision, dir);
@@ -306,7 +306,8 @@ LlamaModel LlavaModel::load_language(const std::string& dir) {
   return LlamaModel::from_source(cfg, get, {}, store.source() + " (language model)", dir);
 }
 
-LlavaModel LlavaModel::from_store(const LlavaConfig& cfg, const WeightStore& store, const std::string& dir) {
+LlavaModel LlavaModel::from_store(const LlavaConfig& cfg, const WeightStore& store, const std::string& dir,
+                                  const PackedSource& packed) {
   const std::string& source = store.source();
   auto probe = [&](const auto& roots, const std::string& suffix, const char* what) -> std::string {
     for (const auto& r : roots)
@@ -317,8 +318,11 @@ LlavaModel LlavaModel::from_store(const LlavaConfig& cfg, const WeightStore& sto
   };
   const std::string vroot =
       probe(llava_names::kVisionRoots, clip_names::kClassEmbedding, "CLIP vision tower");
-  const std::string proot =
-      probe(llava_names::kProjectorRoots, std::string(llava_names::kLinear1) + ".weight", "multi_modal_projector");
+  std::string proot;  // a quantized checkpoint may hold linear_1 as packed codes
+  for (const char* r : llava_names::kProjectorRoots)
+    if (proot.empty() && store.has(std::string(r) + llava_names::kLinear1 + ".qweight")) proot = r;
+  if (proot.empty())
+    proot = probe(llava_names::kProjectorRoots, std::string(llava_names::kLinear1) + ".weight", "multi_modal_projector");
   std::string dec_root, head_root;
   for (const auto& r : llava_names::kLanguageRoots)
     if (dec_root.empty() && store.has(std::string(r.decoder) + "embed_tokens.weight")) {
@@ -333,8 +337,10 @@ LlavaModel LlavaModel::from_store(const LlavaConfig& cfg, const WeightStore& sto
   LlavaModel m;
   m.cfg = cfg;
   m.dir = dir;
+  m.language_root = dec_root;
+  m.head_root = head_root;
   TensorSource get = store_tensors(store);
-  PackedSource none;
+  const PackedSource& none = packed;  // vision and projector: file names are the linears' names
   m.vision = ClipVisionTower::from_source(cfg.vision, WeightSource{get, none, source}, vroot);
 
   // The projector: linear_1 [d, d_v·|layers|], linear_2 [d, d].
@@ -348,7 +354,8 @@ LlavaModel LlavaModel::from_store(const LlavaConfig& cfg, const WeightStore& sto
 
   // The language model under LLaMA's own names: "model.X" ↔ dec_root + "X", "lm_head.*" ↔ head_root + "lm_head.*".
   TensorSource lm_get = language_model_tensors(store, dec_root, head_root);
-  m.language = LlamaModel::from_source(cfg.text, lm_get, {}, source + " (language model)", dir);
+  m.language = LlamaModel::from_source(cfg.text, lm_get, language_model_packed(packed, dec_root, head_root),
+                                       source + " (language model)", dir);
   return m;
 }
 
@@ -377,6 +384,7 @@ Tensor LlavaModel::image_features(const Tensor& pixel_values, const ForwardOptio
     ForwardOptions vo;
     vo.act_quant = opt.act_quant;
     vo.observer = opt.observer;
+    vo.tower_hook = opt.tower_hook;
     vo.hidden_hook = [&](int64_t k, const float* h, int64_t rows, int64_t cols) {
       LOWBIT_ASSERT(rows == T && cols == dv);
       for (int64_t s = 0; s < nl; ++s) {
@@ -387,6 +395,7 @@ Tensor LlavaModel::image_features(const Tensor& pixel_values, const ForwardOptio
     };
     vision.forward(px.data<float>() + i * img, upto, vo);
   }
+  if (opt.tower_hook) opt.tower_hook("projector", st.x.data(), st.T, projector.d_in);
   BlockCtx ctx;
   ctx.act_quant = opt.act_quant;
   ctx.observer = opt.observer ? &opt.observer : nullptr;

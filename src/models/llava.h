@@ -127,14 +127,20 @@ class LlavaModel {
   LlamaModel language;
   std::string dir;
   std::string vision_dir;  // original layout: the --vision-tower directory
+  // HF layout: the file roots of the language model (llava_names::kLanguageRoots), for saving.
+  std::string language_root, head_root;
   // The image processor (Fast flavour for the HF layout, Slow + pad for the original one);
   // unset when the directory has no processor config (pixel_values() then fails).
   std::optional<ClipProcessorConfig> processor;
 
   // Either layout. The original layout needs `vision_tower_dir` (ArgError naming --vision-tower
   // when it is empty); the HF layout refuses one (ArgError: it would be ignored).
-  static LlavaModel load(const std::string& dir, const std::string& vision_tower_dir = "");
-  static LlavaModel from_store(const LlavaConfig& cfg, const WeightStore& store, const std::string& dir);
+  // packed: a quantized checkpoint's codes (HF layout only).
+  static LlavaModel load(const std::string& dir, const std::string& vision_tower_dir = "",
+                         const PackedSource& packed = {});
+  // packed: a quantized checkpoint's codes by file tensor name (empty: none).
+  static LlavaModel from_store(const LlavaConfig& cfg, const WeightStore& store, const std::string& dir,
+                               const PackedSource& packed = {});
   // The language model alone (either layout; no vision tower needed): eval ppl on text.
   static LlamaModel load_language(const std::string& dir);
 

@@ -127,10 +127,10 @@ LlavaNextModel LlavaNextModel::load(const std::string& dir) {
 }
 
 LlavaNextModel LlavaNextModel::from_store(const LlavaNextConfig& cfg, const WeightStore& store,
-                                          const std::string& dir) {
+                                          const std::string& dir, const PackedSource& packed) {
   LlavaNextModel m;
   m.cfg = cfg;
-  m.llava = LlavaModel::from_store(cfg.llava, store, dir);
+  m.llava = LlavaModel::from_store(cfg.llava, store, dir, packed);
   // transformers 4.4x / 5 saves: "image_newline"; ≥ 4.52 inner-model layout: "model.image_newline".
   std::string name;
   for (const char* n : {"image_newline", "model.image_newline"})
@@ -143,6 +143,7 @@ LlavaNextModel LlavaNextModel::from_store(const LlavaNextConfig& cfg, const Weig
                "{}: tensor '{}' is {} {}, expected a float vector [{}]", store.source(), name, dtype_name(nl.dtype()),
                shape_str(nl.shape()), d);
   m.image_newline = nl.to(DType::F32);
+  m.image_newline_name = name;
   for (int64_t i = 0; i < d; ++i)
     LOWBIT_CHECK(std::isfinite(m.image_newline.f32()[i]), NumericError, "{}: tensor '{}' holds NaN or Inf",
                  store.source(), name);

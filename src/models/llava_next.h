@@ -56,9 +56,11 @@ class LlavaNextModel {
   LlavaNextConfig cfg;
   LlavaModel llava;     // vision tower, projector, language model (llava.cfg == cfg.llava)
   Tensor image_newline;  // [d] f32
+  std::string image_newline_name;  // its name in the file
 
   static LlavaNextModel load(const std::string& dir);
-  static LlavaNextModel from_store(const LlavaNextConfig& cfg, const WeightStore& store, const std::string& dir);
+  static LlavaNextModel from_store(const LlavaNextConfig& cfg, const WeightStore& store, const std::string& dir,
+                                   const PackedSource& packed = {});
 
   // Packed features of one image: tiles = pixel_values [n, 3, S, S] with n >= num_tiles(size)
   // (extra tiles — HF's batch padding — are ignored), image_size = (height, width) of the

@@ -1,5 +1,6 @@
 #include "models/vlm.h"
 
+#include <algorithm>
 #include <cstring>
 #include <optional>
 
@@ -7,12 +8,29 @@
 #include "models/idefics3.h"
 #include "models/llava.h"
 #include "models/llava_next.h"
+#include "quant/checkpoint.h"
+#include "quant/vlm_quant.h"
 #include "vision/anyres.h"
 #include "vision/idefics3_processor.h"
 
 namespace lowbit {
 
 namespace {
+
+VlmParts llava_parts(LlavaModel& m, const char* family) {
+  VlmParts p;
+  p.family = family;
+  p.vision = &m.vision;
+  const std::vector<int64_t> states = m.cfg.feature_states();
+  p.vision_layers = *std::max_element(states.begin(), states.end());
+  p.projector = &m.projector;
+  p.projector_out = &m.projector.linear_2;
+  p.language = &m.language;
+  p.language_root = m.language_root;
+  p.head_root = m.head_root;
+  p.image_token_id = m.cfg.image_token_index;
+  return p;
+}
 
 class LlavaVlm : public Vlm {
  public:
@@ -33,6 +51,7 @@ class LlavaVlm : public Vlm {
     m_.embed_multimodal(ids.data(), int64_t(ids.size()), feat, x.data());
     return x;
   }
+  VlmParts parts() override { return llava_parts(m_, m_.cfg.original_layout ? "llava_original" : "llava"); }
 
  private:
   LlavaModel m_;
@@ -69,6 +88,12 @@ class LlavaNextVlm : public Vlm {
     std::vector<float> x(ids.size() * size_t(d));
     m_.embed_multimodal(ids.data(), int64_t(ids.size()), features, sizes_, x.data());
     return x;
+  }
+  VlmParts parts() override {
+    VlmParts p = llava_parts(m_.llava, "llava_next");
+    p.stream_rows = &m_.image_newline;
+    p.image_newline_name = m_.image_newline_name;
+    return p;
   }
 
  private:
@@ -132,6 +157,19 @@ class Idefics3Vlm : public Vlm {
     m_.embed_multimodal(ids.data(), int64_t(ids.size()), features, x.data());
     return x;
   }
+  VlmParts parts() override {
+    VlmParts p;
+    p.family = "idefics3";
+    p.vision = &m_.vision;
+    p.vision_layers = m_.cfg.vision.num_layers;  // all layers, then post_layernorm
+    p.projector = &m_.connector;
+    p.projector_out = &m_.connector.proj;
+    p.language = &m_.language;
+    p.language_root = idefics3_names::kTextRoot;
+    p.head_root = idefics3_names::kHeadRoot;
+    p.image_token_id = m_.cfg.image_token_id;
+    return p;
+  }
 
  private:
   Idefics3Model m_;
@@ -143,7 +181,27 @@ class Idefics3Vlm : public Vlm {
 
 }  // namespace
 
+std::unique_ptr<Vlm> load_vlm_packed(const std::string& dir, const PackedSource& packed) {
+  if (is_llava_next_dir(dir)) {
+    const LlavaNextConfig cfg = LlavaNextConfig::load(dir);
+    const WeightStore st = WeightStore::open_dir(dir);
+    return std::make_unique<LlavaNextVlm>(LlavaNextModel::from_store(cfg, st, dir, packed), dir);
+  }
+  if (is_idefics3_dir(dir)) {
+    const Idefics3Config cfg = Idefics3Config::load(dir);
+    const WeightStore st = WeightStore::open_dir(dir);
+    return std::make_unique<Idefics3Vlm>(Idefics3Model::from_store(cfg, st, dir, packed), dir);
+  }
+  LOWBIT_CHECK(!is_llava_original_dir(dir), ArgError,
+               "{}: quantized checkpoints of the original LLaVA layout are not supported", dir);
+  return std::make_unique<LlavaVlm>(LlavaModel::load(dir, "", packed));
+}
+
 std::unique_ptr<Vlm> load_vlm(const std::string& dir, const std::string& vision_tower) {
+  if (is_quantized_checkpoint(dir)) {
+    LOWBIT_CHECK(vision_tower.empty(), ArgError, "--vision-tower: {} is a lowbit quantized checkpoint with its tower inside", dir);
+    return load_quantized_vlm(dir);
+  }
   const bool next = is_llava_next_dir(dir), idefics3 = !next && is_idefics3_dir(dir);
   if (next || idefics3) {
     LOWBIT_CHECK(vision_tower.empty(), ArgError,

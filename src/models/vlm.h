@@ -14,9 +14,27 @@
 
 #include "io/image.h"
 #include "io/tokenizer.h"
+#include "models/clip.h"
 #include "models/llama.h"
+#include "models/weights.h"
 
 namespace lowbit {
+
+// The towers of a VLM as the quantization driver and the checkpoint code walk them, without
+// knowing the family: vision encoder layers → projector → decoder layers.
+struct VlmParts {
+  std::string family;                   // "llava" | "llava_next" | "idefics3" | "llava_original"
+  ClipVisionTower* vision = nullptr;
+  int64_t vision_layers = 0;            // layers whose output the image features read (the rest never run)
+  Block* projector = nullptr;           // LlavaProjector | Idefics3Connector
+  Linear* projector_out = nullptr;      // the linear that writes the image features into the LM's stream
+  LlamaModel* language = nullptr;
+  Tensor* stream_rows = nullptr;        // LLaVA-NeXT image_newline [d]: also written into the stream
+  // File names: the LM's "model.X" is language_root + "X", its lm_head head_root + "lm_head.*".
+  std::string language_root, head_root;
+  std::string image_newline_name;       // LLaVA-NeXT
+  int32_t image_token_id = -1;          // the id of the prompt's image tokens
+};
 
 class Vlm {
  public:
@@ -36,10 +54,17 @@ class Vlm {
   // Embeddings [T, d] of ids with the images' features in their image tokens (ArgError when the
   // counts differ).
   virtual std::vector<float> embed(const std::vector<int32_t>& ids, const ForwardOptions& opt = {}) const = 0;
+  // The towers (pointers into this object).
+  virtual VlmParts parts() = 0;
 };
 
 // The family of dir (is_llava_dir / is_llava_next_dir / is_idefics3_dir), loaded whole.
 // vision_tower: the original LLaVA layout's --vision-tower directory (refused for the others).
+// A lowbit quantized VLM checkpoint (quant/vlm_quant.h) loads here too: packed codes and the
+// runtime quantizers installed.
 std::unique_ptr<Vlm> load_vlm(const std::string& dir, const std::string& vision_tower = "");
+// The HF-layout families with a quantized checkpoint's packed codes (by file tensor name);
+// no runtime quantizers installed (load_quantized_vlm does that).
+std::unique_ptr<Vlm> load_vlm_packed(const std::string& dir, const PackedSource& packed);
 
 }  // namespace lowbit

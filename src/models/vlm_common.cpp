@@ -82,4 +82,16 @@ TensorSource language_model_tensors(const WeightStore& store, const std::string&
   };
 }
 
+PackedSource language_model_packed(const PackedSource& packed, const std::string& decoder_root,
+                                   const std::string& head_root) {
+  if (!packed) return {};
+  static const std::string kModelPrefix = "model.";
+  return [packed, decoder_root, head_root](const std::string& name, int64_t out, int64_t in) {
+    const std::string mapped = name.compare(0, kModelPrefix.size(), kModelPrefix) == 0
+                                   ? decoder_root + name.substr(kModelPrefix.size())
+                                   : head_root + name;
+    return packed(mapped, out, in);
+  };
+}
+
 }  // namespace lowbit

@@ -64,4 +64,10 @@ TensorSource store_tensors(const WeightStore& store);
 TensorSource language_model_tensors(const WeightStore& store, const std::string& decoder_root,
                                     const std::string& head_root);
 
+// The same mapping for a quantized checkpoint's packed codes: the language model's linear
+// "model.X" is looked up as decoder_root + "X" (lm_head as head_root + "lm_head"). Empty
+// when `packed` is.
+PackedSource language_model_packed(const PackedSource& packed, const std::string& decoder_root,
+                                   const std::string& head_root);
+
 }  // namespace lowbit

@@ -61,7 +61,10 @@ void add_packed(std::vector<std::pair<std::string, Tensor>>& ts, const std::stri
 // Every file lowbit writes into a checkpoint directory (nothing else is ever deleted).
 const char* const kOwnedFiles[] = {"model.safetensors",     "config.json",           "lowbit_quant.json",
                                    "tokenizer.json",        "tokenizer.model",       "tokenizer_config.json",
-                                   "special_tokens_map.json", "generation_config.json"};
+                                   "special_tokens_map.json", "generation_config.json",
+                                   // vision-language checkpoints (quant/vlm_quant.h)
+                                   "processor_config.json", "preprocessor_config.json", "chat_template.jinja",
+                                   "chat_template.json", "added_tokens.json"};
 bool owned(const std::string& name) {
   for (const char* f : kOwnedFiles)
     if (name == f) return true;
@@ -136,13 +139,7 @@ void save_quantized(const LlamaModel& m, const QuantizedModel& q, const std::str
                     const std::string& out_dir) {
   using llama_names::Role;
   const QuantRuntime& rt = *q.runtime;
-  check_output_dir(out_dir);
-  const fs::path out(out_dir);
-  clean_stale_temps(out);
-  const fs::path tmp = out.string() + ".tmp." + std::to_string(getpid());
-  remove_owned(tmp);
-  fs::create_directories(tmp);
-  try {
+  write_checkpoint_atomically(out_dir, [&](const fs::path& tmp) {
     std::vector<std::pair<std::string, Tensor>> ts;
     nlohmann::json qlin = nlohmann::json::object();
     auto plain = [&](const std::string& name, const Tensor& t) { ts.push_back({name, t}); };
@@ -192,6 +189,18 @@ void save_quantized(const LlamaModel& m, const QuantizedModel& q, const std::str
                         {"quantized_linears", qlin},
                         {"report", q.report}};
     write_file_atomic((tmp / kQuantFile).string(), j.dump(2) + "\n");
+  });
+}
+
+void write_checkpoint_atomically(const std::string& out_dir, const std::function<void(const fs::path& tmp)>& fill) {
+  check_output_dir(out_dir);
+  const fs::path out(out_dir);
+  clean_stale_temps(out);
+  const fs::path tmp = out.string() + ".tmp." + std::to_string(getpid());
+  remove_owned(tmp);
+  fs::create_directories(tmp);
+  try {
+    fill(tmp);
     // Swap in: the complete new checkpoint and the old one trade places in one atomic
     // step (renameat2 RENAME_EXCHANGE), so --out always holds a complete checkpoint;
     // then only the files lowbit wrote are removed from the old one.

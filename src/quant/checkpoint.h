@@ -16,6 +16,8 @@
 // The directory is written under a temporary name and swapped in at the end, so a
 // failed or killed run leaves either the old or the new complete checkpoint at --out.
 #pragma once
+#include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -33,6 +35,12 @@ void check_output_dir(const std::string& out_dir);
 // deletes only lowbit's files of the old one; stale temp dirs of dead runs are removed.
 void save_quantized(const LlamaModel& m, const QuantizedModel& q, const std::string& src_dir,
                     const std::string& out_dir);
+
+// The atomic directory write behind save_quantized: `fill` writes the checkpoint's files into a
+// fresh temporary directory, which then replaces --out (see above). Only files named in the
+// owned list (checkpoint.cpp) may be written.
+void write_checkpoint_atomically(const std::string& out_dir,
+                                 const std::function<void(const std::filesystem::path& tmp)>& fill);
 
 // Loads a lowbit quantized checkpoint: codes stay packed, runtime quantizers installed.
 LlamaModel load_quantized(const std::string& dir);

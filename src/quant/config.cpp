@@ -81,6 +81,11 @@ void QuantConfig::validate() const {
   LOWBIT_CHECK(rotate_mode == "hadamard" || rotate_mode == "random", ArgError,
                "--rotate_mode '{}' is not supported: use hadamard or random", rotate_mode);
   LOWBIT_CHECK(auto_asym_t1 >= 0 && auto_asym_t2 >= 0, ArgError, "--auto_asym thresholds must be >= 0");
+  if (w_bits_vision >= 0) check_bits(w_bits_vision, "--wbits (vision)");
+  if (w_bits_projector >= 0) check_bits(w_bits_projector, "--wbits (projector)");
+  LOWBIT_CHECK(w_bits_vision >= -1 && w_bits_projector >= -1, ArgError, "per-tower weight bits must be -1 or a width");
+  check_clip(vita_clip_ratio, "--vita_clip_ratio");
+  check_clip(lma_clip_ratio, "--lma_clip_ratio");
 }
 
 nlohmann::json QuantConfig::to_json() const {
@@ -99,6 +104,11 @@ nlohmann::json QuantConfig::to_json() const {
                         {"k_clip_ratio", k_clip_ratio}, {"v_clip_ratio", v_clip_ratio}}},
           {"rotation", {{"rotate", rotate}, {"rotate_seed", rotate_seed}, {"rotate_mode", rotate_mode},
                         {"fp32_had", fp32_had}}},
+          {"vlm", {{"w_bits_vision", w_bits_vision}, {"w_bits_projector", w_bits_projector},
+                   {"vit_module", vit_module}, {"vita_clip_ratio", vita_clip_ratio},
+                   {"lma_clip_ratio", lma_clip_ratio}, {"skip_last_vision", skip_last_vision},
+                   {"skip_last_proj", skip_last_proj}, {"skip_last_language", skip_last_language},
+                   {"quant_patch_embed", quant_patch_embed}, {"cal_image_folder", cal_image_folder}}},
           {"calibration", {{"cal_dataset", cal_dataset}, {"cal_begin", cal_begin}, {"cal_end", cal_end},
                            {"nsamples", nsamples}, {"cal_seqlen", cal_seqlen}, {"seed", seed},
                            {"enable_aq_calibration", enable_aq_calibration}}}};
@@ -151,6 +161,19 @@ QuantConfig QuantConfig::from_json(const nlohmann::json& j) {
     if (v != 1) read(r, "fp32_had", c.fp32_had);
     c.rotate_mode = "hadamard";
     if (v != 1) read(r, "rotate_mode", c.rotate_mode);
+    if (j.contains("vlm")) {  // per-tower settings (written since v3; absent: LLaMA only, the defaults)
+      auto& m = j.at("vlm");
+      read(m, "w_bits_vision", c.w_bits_vision);
+      read(m, "w_bits_projector", c.w_bits_projector);
+      read(m, "vit_module", c.vit_module);
+      read(m, "vita_clip_ratio", c.vita_clip_ratio);
+      read(m, "lma_clip_ratio", c.lma_clip_ratio);
+      read(m, "skip_last_vision", c.skip_last_vision);
+      read(m, "skip_last_proj", c.skip_last_proj);
+      read(m, "skip_last_language", c.skip_last_language);
+      read(m, "quant_patch_embed", c.quant_patch_embed);
+      read(m, "cal_image_folder", c.cal_image_folder);
+    }
     auto& cal = j.at("calibration");
     read(cal, "cal_dataset", c.cal_dataset);
     read(cal, "cal_begin", c.cal_begin);
@@ -170,6 +193,8 @@ std::string QuantConfig::summary() const {
   std::string s = fmt::format("W{}A{}KV{}", w_bits, a_bits, std::min(k_bits, v_bits) == std::max(k_bits, v_bits)
                                                              ? std::to_string(k_bits)
                                                              : fmt::format("{}/{}", k_bits, v_bits));
+  if (w_bits_vision >= 0 || w_bits_projector >= 0)
+    s += fmt::format(" towers(V{} P{} L{})", vision_w_bits(), projector_w_bits(), w_bits);
   if (rotate) s += rotate_mode == "random" ? " rotate(random)" : " rotate";
   if (rotate && !fp32_had) s += " fp16_had";
   if (w_bits < 16) {

@@ -14,7 +14,7 @@ struct QuantConfig {
   static constexpr int kVersion = 2;  // 2: rotate_mode; fp32_had is real (v1 files read as fp32_had)
 
   // ---- weights
-  int w_bits = 16;              // 16: keep
+  int w_bits = 16;              // 16: keep (a VLM: the language model's, and the default of every tower)
   int64_t w_groupsize = -1;     // -1: per output channel
   bool w_asym = false;
   bool w_rtn = false;           // round-to-nearest instead of GPTQ
@@ -59,9 +59,25 @@ struct QuantConfig {
   uint64_t seed = 0;
   bool enable_aq_calibration = false;
 
+  // ---- vision-language models, per tower (no effect on a LLaMA model). Weight widths:
+  // vision encoder layers w_bits_vision, projector w_bits_projector, language model w_bits
+  // (-1: follow w_bits). `--wbits V,P,L` sets all three (and lm_head_w_bits = L, see quant_flags).
+  int w_bits_vision = -1;
+  int w_bits_projector = -1;
+  bool vit_module = false;        // a_bits on the vision tower's and the projector's linears (QSVD --vit_module)
+  double vita_clip_ratio = 1.0;   // their clip ratio: min(a_clip_ratio, vita_clip_ratio) (QSVD)
+  double lma_clip_ratio = 1.0;    // the language model's: min(a_clip_ratio, lma_clip_ratio) (QSVD)
+  bool skip_last_vision = false;  // the last used vision layer's fc2 stays full precision
+  bool skip_last_proj = false;    // the projector's last linear (linear_2; Idefics3: proj) stays full precision
+  bool skip_last_language = false;  // lm_head stays full precision
+  bool quant_patch_embed = false; // the patch-embedding convolution (as a linear over unfolded patches)
+  std::string cal_image_folder;   // images of a conversation-JSON --cal_dataset
+
   std::string recipe;           // name of the recipe it started from, if any
 
-  bool quantizes_weights() const { return w_bits < 16; }
+  int vision_w_bits() const { return w_bits_vision >= 0 ? w_bits_vision : w_bits; }
+  int projector_w_bits() const { return w_bits_projector >= 0 ? w_bits_projector : w_bits; }
+  bool quantizes_weights() const { return w_bits < 16 || vision_w_bits() < 16 || projector_w_bits() < 16; }
   bool quantizes_acts() const { return a_bits < 16; }
   bool quantizes_kv() const { return k_bits < 16 || v_bits < 16; }
   bool any() const { return quantizes_weights() || quantizes_acts() || quantizes_kv() || rotate; }

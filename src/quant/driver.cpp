@@ -143,6 +143,8 @@ struct BlockRun {
   const GptqConfig& gc;
   int64_t budget;
   int64_t index, count;
+  const std::set<const Linear*>& keep;  // linears left in full precision
+  std::string tower;                    // "" for a plain LLaMA model
 };
 
 double sq_diff(const std::vector<float>& a, const std::vector<float>& b) {
@@ -260,9 +262,13 @@ HessianAccumulator collect(Calibration& c, int g) {
 
 // solve: every linear of the group from the shared statistics; returns the seconds spent.
 double solve(const std::vector<Linear*>& group, const HessianAccumulator& H, const GptqConfig& gc,
-             nlohmann::json& linears_report) {
+             const std::set<const Linear*>& keep, nlohmann::json& linears_report) {
   double total = 0;
   for (Linear* lin : group) {
+    if (keep.count(lin)) {  // left in full precision (--skip_last_*): propagated as is
+      linears_report[lin->name] = {{"kept_fp", true}};
+      continue;
+    }
     const double ts = now_s();
     const Tensor W = lin->W.to(DType::F32);
     // On --device cuda the column loop runs on the GPU (backend/cuda/gptq_cuda.*), same contract.
@@ -307,7 +313,9 @@ struct ErrorEstimate {
     for (int64_t s = 0; s < std::min(c.N, kErrSamples); ++s) {
       BlockState r = c.Xq[size_t(s)];
       c.fp->forward(r, c.cfp);
-      den += sq_diff(r.x, c.Xq[size_t(s)].x);
+      // A residual block: ‖Y_fp − X‖; a block that changes the width (a projector): ‖Y_fp‖.
+      den += r.x.size() == c.Xq[size_t(s)].x.size() ? sq_diff(r.x, c.Xq[size_t(s)].x)
+                                                     : sq_diff(r.x, std::vector<float>(r.x.size(), 0.0f));
       ref.push_back(std::move(r.x));
     }
     seconds = now_s() - te;
@@ -324,13 +332,20 @@ nlohmann::json calibrate_block(Block& blk, std::vector<BlockState>& Xq, std::vec
   const double t0 = now_s();
   Calibration c(blk, Xq, Xfp, run);
   nlohmann::json lrep = {{"layer", run.index}, {"kind", blk.kind()}, {"linears", nlohmann::json::object()}};
+  if (!run.tower.empty()) lrep["tower"] = run.tower;
   ErrorEstimate err;
   err.before(c);
   double solve_total = 0;
   const auto groups = blk.groups();
   for (int g = 0; g < int(groups.size()); ++g) {
+    bool all_kept = true;
+    for (Linear* lin : groups[size_t(g)]) all_kept = all_kept && run.keep.count(lin) > 0;
+    if (all_kept) {  // nothing to solve: no statistics either
+      for (Linear* lin : groups[size_t(g)]) lrep["linears"][lin->name] = {{"kept_fp", true}};
+      continue;
+    }
     const HessianAccumulator H = collect(c, g);
-    solve_total += solve(groups[size_t(g)], H, run.gc, lrep["linears"]);
+    solve_total += solve(groups[size_t(g)], H, run.gc, run.keep, lrep["linears"]);
   }
   propagate(c);
   // report
@@ -344,13 +359,64 @@ nlohmann::json calibrate_block(Block& blk, std::vector<BlockState>& Xq, std::vec
   lrep["rel_error"] = rel;
   // samples whose state was kept at boundary b (1..G-1); the others recomputed that group's input
   lrep["states_kept_at_boundary"] = std::vector<int64_t>(c.kept_at.begin() + 1, c.kept_at.end() - 1);
-  log_info(fmt::format("layer {}/{}: {:.2f}s, relative output error {:.4f}, group inputs kept (of {} samples) {}, "
+  log_info(fmt::format("{}layer {}/{}: {:.2f}s, relative output error {:.4f}, group inputs kept (of {} samples) {}, "
                        "peak RSS {:.0f} MB",
-                       run.index + 1, run.count, secs, rel, c.N, kept_s, peak_rss_mb()));
+                       run.tower.empty() ? "" : run.tower + " ", run.index + 1, run.count, secs, rel, c.N, kept_s,
+                       peak_rss_mb()));
   return lrep;
 }
 
 }  // namespace
+
+void rtn_linear(Linear& lin, const QuantConfig& cfg, int bits) {
+  set_quantized(lin, rtn(lin.weight_f32().f32(), lin.out(), lin.in(), weight_spec(cfg, bits)), false);
+}
+
+void rtn_blocks(const std::vector<Block*>& blocks, const QuantConfig& cfg, const TowerPlan& plan,
+                nlohmann::json& layers) {
+  if (plan.w_bits >= 16) return;
+  Progress prog(plan.tower.empty() ? "rtn" : "rtn " + plan.tower, int64_t(blocks.size()));
+  for (size_t b = 0; b < blocks.size(); ++b) {
+    nlohmann::json lrep = {{"layer", b}, {"kind", blocks[b]->kind()}, {"linears", nlohmann::json::object()}};
+    if (!plan.tower.empty()) lrep["tower"] = plan.tower;
+    for (Linear* lin : blocks[b]->linears()) {
+      if (plan.keep.count(lin)) {
+        lrep["linears"][lin->name] = {{"kept_fp", true}};
+        continue;
+      }
+      rtn_linear(*lin, cfg, plan.w_bits);
+    }
+    if (!plan.tower.empty()) layers.push_back(std::move(lrep));  // LLaMA's RTN report stays as it was
+    prog.update(int64_t(b + 1));
+  }
+  prog.finish();
+}
+
+int64_t gptq_blocks(const std::vector<Block*>& blocks, std::vector<BlockState>& Xq, std::vector<BlockState>& Xfp,
+                    const QuantConfig& cfg, const TowerPlan& plan, nlohmann::json& layers, const DriverOptions& opt) {
+  GptqConfig gc;
+  gc.spec = weight_spec(cfg, plan.w_bits);
+  gc.percdamp = cfg.percdamp;
+  gc.blocksize = cfg.blocksize;
+  gc.act_order = cfg.act_order;
+  gc.static_groups = cfg.static_groups;
+  gc.use_v2 = cfg.use_v2;
+  gc.alpha = cfg.v2_alpha;
+  const int64_t budget = opt.state_budget_bytes > 0 ? opt.state_budget_bytes : default_state_budget();
+  for (size_t b = 0; b < blocks.size(); ++b) {
+    BlockRun run{cfg, gc, budget, int64_t(b), int64_t(blocks.size()), plan.keep, plan.tower};
+    if (plan.w_bits >= 16) {  // this tower keeps its weights: only propagate (the next tower's inputs)
+      for (auto& st : Xq) blocks[b]->forward(st, BlockCtx{cfg.enable_aq_calibration});
+      BlockCtx fpctx;
+      fpctx.act_quant = false;
+      for (auto& st : Xfp) blocks[b]->forward(st, fpctx);
+    } else {
+      layers.push_back(calibrate_block(*blocks[b], Xq, Xfp, run));
+    }
+    if (opt.after_block) opt.after_block(int64_t(b), Xq);
+  }
+  return budget;
+}
 
 QuantizedModel quantize_model(LlamaModel& m, const QuantConfig& cfg, const std::vector<std::vector<int32_t>>& calib,
                               const DriverOptions& opt) {
@@ -372,15 +438,9 @@ QuantizedModel quantize_model(LlamaModel& m, const QuantConfig& cfg, const std::
 
   rep["layers"] = nlohmann::json::array();
   const std::vector<Block*> blocks = m.blocks();
+  const TowerPlan plan{"", cfg.w_bits, {}};
   if (cfg.w_bits < 16 && cfg.w_rtn) {
-    Progress prog("rtn", int64_t(blocks.size()));
-    for (size_t b = 0; b < blocks.size(); ++b) {
-      for (Linear* lin : blocks[b]->linears())
-        set_quantized(*lin, rtn(lin->W.to(DType::F32).f32(), lin->out(), lin->in(), weight_spec(cfg, cfg.w_bits)),
-                      false);
-      prog.update(int64_t(b + 1));
-    }
-    prog.finish();
+    rtn_blocks(blocks, cfg, plan, rep["layers"]);
   } else if (cfg.w_bits < 16) {
     LOWBIT_CHECK(!calib.empty(), ArgError, "GPTQ needs calibration data: pass --cal_dataset (or --w_rtn)");
     // Inputs of the current block for every sample: quantized path and, for GPTAQ, FP path.
@@ -391,21 +451,7 @@ QuantizedModel quantize_model(LlamaModel& m, const QuantConfig& cfg, const std::
       m.embed_tokens(calib[s].data(), Xq[s].T, Xq[s].x.data());
     }
     if (cfg.use_v2) Xfp = Xq;
-    GptqConfig gc;
-    gc.spec = weight_spec(cfg, cfg.w_bits);
-    gc.percdamp = cfg.percdamp;
-    gc.blocksize = cfg.blocksize;
-    gc.act_order = cfg.act_order;
-    gc.static_groups = cfg.static_groups;
-    gc.use_v2 = cfg.use_v2;
-    gc.alpha = cfg.v2_alpha;
-    const int64_t budget = opt.state_budget_bytes > 0 ? opt.state_budget_bytes : default_state_budget();
-    rep["state_budget_bytes"] = budget;
-    for (size_t b = 0; b < blocks.size(); ++b) {
-      BlockRun run{cfg, gc, budget, int64_t(b), int64_t(blocks.size())};
-      rep["layers"].push_back(calibrate_block(*blocks[b], Xq, Xfp, run));
-      if (opt.after_block) opt.after_block(int64_t(b), Xq);
-    }
+    rep["state_budget_bytes"] = gptq_blocks(blocks, Xq, Xfp, cfg, plan, rep["layers"], opt);
   }
   if (cfg.lm_head_w_bits < 16) {
     Linear& h = m.lm_head;

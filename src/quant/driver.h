@@ -18,6 +18,7 @@
 #pragma once
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,30 @@ struct DriverOptions {
   // block's input for calibration sample s (tests compare it with the model's forward).
   std::function<void(int64_t block, const std::vector<BlockState>& states)> after_block;
 };
+
+// ---- the tower loop (shared by LLaMA and the vision-language models) -------------------------
+//
+// A tower is a sequence of blocks quantized with one weight width (vision encoder layers,
+// the projector, the decoder layers); `keep` names linears left in full precision.
+struct TowerPlan {
+  std::string tower;  // "" for a plain LLaMA model (report unchanged), else "vision" | "projector" | "language"
+  int w_bits = 16;
+  std::set<const Linear*> keep;
+};
+
+// Round-to-nearest of one linear (packed codes; the f32 weight dropped).
+void rtn_linear(Linear& lin, const QuantConfig& cfg, int bits);
+// RTN of every linear of the blocks (except plan.keep); appends a per-layer entry to `layers`
+// when plan.tower is set.
+void rtn_blocks(const std::vector<Block*>& blocks, const QuantConfig& cfg, const TowerPlan& plan,
+                nlohmann::json& layers);
+// collect → solve → propagate over the blocks in order (GPTQ, GPTAQ with cfg.use_v2).
+// Xq (and Xfp for GPTAQ) hold the first block's inputs per sample and end as the last
+// block's outputs; plan.w_bits = 16 only propagates. Appends each block's report to
+// `layers`; returns the state budget used.
+int64_t gptq_blocks(const std::vector<Block*>& blocks, std::vector<BlockState>& Xq, std::vector<BlockState>& Xfp,
+                    const QuantConfig& cfg, const TowerPlan& plan, nlohmann::json& layers,
+                    const DriverOptions& opt = {});
 
 // Quantizes `m` in place: quantized linears hold their packed codes (Linear::qw), the
 // runtime quantizers are installed. `calib` holds the calibration samples (token ids;

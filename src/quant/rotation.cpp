@@ -209,7 +209,9 @@ OnlineRotations make_online_rotations(const LlamaConfig& c, uint64_t seed) {
   return r;
 }
 
-OnlineRotations rotate_model(LlamaModel& m, const RotationConfig& rc) {
+OnlineRotations rotate_model(LlamaModel& m, const RotationConfig& rc) { return rotate_model(m, rc, StreamWriters{}); }
+
+OnlineRotations rotate_model(LlamaModel& m, const RotationConfig& rc, const StreamWriters& writers) {
   check_rotate_mode(rc.mode);
   fuse_norms(m);
   const LlamaConfig& c = m.cfg;
@@ -230,6 +232,19 @@ OnlineRotations rotate_model(LlamaModel& m, const RotationConfig& rc) {
   }
   m.embed = f32_copy(m.embed);
   r1_right(r1, m.embed.f32(), c.vocab_size);
+  for (Linear* w : writers.linears) {
+    LOWBIT_CHECK(w->out() == c.hidden_size && !w->quantized(), ShapeError,
+                 "rotation: '{}' writes {} features into a residual stream of {} (or is already quantized)", w->name,
+                 w->out(), c.hidden_size);
+    rotate_output(*w, r1);
+  }
+  for (Tensor* t : writers.rows) {
+    LOWBIT_CHECK(t->numel() % c.hidden_size == 0, ShapeError, "rotation: stream rows of {} values, not rows of {}",
+                 t->numel(), c.hidden_size);
+    Tensor f = t->to(DType::F32).clone();
+    r1_right(r1, f.f32(), f.numel() / c.hidden_size);
+    *t = f;
+  }
   rotate_input(m.lm_head, r1);
   for (auto& L : m.layers) {
     for (Linear* l : {&L.q_proj, &L.k_proj, &L.v_proj, &L.gate_proj, &L.up_proj}) rotate_input(*l, r1);

@@ -45,6 +45,16 @@ void fuse_norms(LlamaModel& m);
 // Returns the transforms the forward must apply online (see install_online_rotations).
 OnlineRotations rotate_model(LlamaModel& m, const RotationConfig& cfg);
 
+// What else writes into the decoder's residual stream (a VLM: the projector's last linear,
+// whose output rows are image-token embeddings, and LLaVA-NeXT's image_newline): rotated as the
+// embedding rows are, so image tokens stay exact: W ← R1ᵀ·W, b ← b·R1 for each linear;
+// v ← v·R1 for each row tensor ([n, d] or [d], made f32).
+struct StreamWriters {
+  std::vector<Linear*> linears;
+  std::vector<Tensor*> rows;
+};
+OnlineRotations rotate_model(LlamaModel& m, const RotationConfig& cfg, const StreamWriters& writers);
+
 // Rebuilds the online transforms for a model whose weights were rotated already
 // (a saved checkpoint); same sizes and seed give the same matrices.
 OnlineRotations make_online_rotations(const LlamaConfig& cfg, uint64_t seed);

@@ -1,0 +1,435 @@
+// Vision-language quantization, tower by tower (see vlm_quant.h).
+#include "quant/vlm_quant.h"
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <set>
+
+#include "core/error.h"
+#include "core/progress.h"
+#include "io/files.h"
+#include "io/image.h"
+#include "io/json_util.h"
+#include "io/safetensors.h"
+#include "models/llama_names.h"
+#include "quant/checkpoint.h"
+#include "quant/checkpoint_meta.h"
+#include "quant/rotation.h"
+#include "quant/runtime.h"
+
+namespace lowbit {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr int kVision = 0, kProjector = 1, kLanguage = 2;
+constexpr const char* kTowerNames[] = {"vision", "projector", "language"};
+
+double now_s() {
+  using namespace std::chrono;
+  return duration<double>(steady_clock::now().time_since_epoch()).count();
+}
+
+// The activation quantizer of the vision tower's and projector's linears: a_bits under
+// --vit_module with clip min(a_clip_ratio, vita_clip_ratio) (QSVD), else off.
+ActQuant vision_act_quant(const QuantConfig& c) {
+  ActQuant q;
+  if (!c.vit_module || c.a_bits >= 16) return q;
+  q.bits = c.a_bits;
+  q.groupsize = c.a_groupsize;
+  q.asym = c.a_asym;
+  q.clip = float(std::min(c.a_clip_ratio, c.vita_clip_ratio));
+  return q;
+}
+
+std::vector<Block*> tower_blocks(const VlmParts& P, int t) {
+  std::vector<Block*> b;
+  if (t == kVision)
+    for (int64_t l = 0; l < P.vision_layers; ++l) b.push_back(&P.vision->layers[size_t(l)]);
+  else if (t == kProjector)
+    b.push_back(P.projector);
+  else
+    b = P.language->blocks();
+  return b;
+}
+
+// ids cut to max_len tokens, but never inside the image tokens (a sample keeps all of them).
+void truncate_ids(std::vector<int32_t>& ids, int64_t max_len, int32_t image_token) {
+  if (max_len <= 0 || int64_t(ids.size()) <= max_len) return;
+  int64_t keep = max_len;
+  for (int64_t t = int64_t(ids.size()) - 1; t >= 0; --t)
+    if (ids[size_t(t)] == image_token) {
+      keep = std::max(keep, t + 1);
+      break;
+    }
+  ids.resize(size_t(keep));
+}
+
+// Inputs of tower t for every calibration sample, from the model's own forward with the
+// upstream towers as they are now (quantized or not). act_quant: activation quantizers on.
+std::vector<BlockState> capture(Vlm& vlm, const Tokenizer& tok, const VlmCalibration& calib, int t, bool act_quant,
+                                int64_t max_len) {
+  const VlmParts P = vlm.parts();
+  std::vector<BlockState> out;
+  if (calib.multimodal.empty()) {  // a text-only calibration: the language model's inputs only
+    LOWBIT_ASSERT(t == kLanguage);
+    const int64_t d = P.language->cfg.hidden_size;
+    for (const auto& ids : calib.text) {
+      BlockState s;
+      s.T = int64_t(ids.size());
+      s.x.resize(size_t(s.T * d));
+      P.language->embed_tokens(ids.data(), s.T, s.x.data());
+      out.push_back(std::move(s));
+    }
+    return out;
+  }
+  Progress prog(fmt::format("{} inputs", kTowerNames[t]), int64_t(calib.multimodal.size()));
+  for (size_t s = 0; s < calib.multimodal.size(); ++s) {
+    const VlmCalibSample& smp = calib.multimodal[s];
+    std::vector<Image> imgs;
+    for (const std::string& p : smp.images) imgs.push_back(decode_image(p));
+    vlm.set_images(imgs);
+    std::vector<int32_t> ids = vlm.prompt_ids(tok, smp.text);
+    truncate_ids(ids, max_len, P.image_token_id);
+    ForwardOptions fo;
+    fo.act_quant = act_quant;
+    const char* stage = t == kVision ? "vision" : "projector";
+    if (t != kLanguage)
+      fo.tower_hook = [&](const char* st, const float* x, int64_t rows, int64_t cols) {
+        if (std::strcmp(st, stage) != 0) return;
+        BlockState b;
+        b.T = rows;
+        b.x.assign(x, x + rows * cols);
+        out.push_back(std::move(b));
+      };
+    std::vector<float> x = vlm.embed(ids, fo);  // [T, d]: the decoder's input
+    if (t == kLanguage) {
+      BlockState b;
+      b.T = int64_t(ids.size());
+      b.x = std::move(x);
+      out.push_back(std::move(b));
+    }
+    prog.update(int64_t(s + 1));
+  }
+  prog.clear();
+  return out;
+}
+
+}  // namespace
+
+void install_vlm_runtime(const VlmParts& P, const QuantRuntime& rt) {
+  QuantRuntime lm = rt;  // the language model: LLaMA's runtime with its own clip ratio
+  lm.cfg.a_clip_ratio = std::min(rt.cfg.a_clip_ratio, rt.cfg.lma_clip_ratio);
+  install_runtime(*P.language, lm);
+  const ActQuant aq = vision_act_quant(rt.cfg);
+  for (size_t l = 0; l < P.vision->layers.size(); ++l)
+    for (Linear* lin : P.vision->layers[l].linears()) {
+      lin->aq = int64_t(l) < P.vision_layers ? aq : ActQuant{};
+      lin->rot = {};
+    }
+  for (Linear* lin : P.projector->linears()) {
+    lin->aq = aq;
+    lin->rot = {};
+  }
+}
+
+QuantizedModel quantize_vlm(Vlm& vlm, const QuantConfig& cfg, const Tokenizer& tok, const VlmCalibration& calib,
+                            const DriverOptions& opt) {
+  cfg.validate();
+  const VlmParts P = vlm.parts();
+  LOWBIT_CHECK(P.family != "llava_original", ArgError,
+               "quantizing the original LLaVA layout (LlavaLlamaForCausalLM + --vision-tower) is not supported; use "
+               "the llava-hf layout (LlavaForConditionalGeneration)");
+  LOWBIT_CHECK(!cfg.a_auto_asym, ArgError, "--a_auto_asym is not supported on vision-language models yet");
+  LlamaModel& lm = *P.language;
+  const double t0 = now_s();
+  QuantizedModel out;
+  nlohmann::json& rep = out.report;
+  rep["config"] = cfg.to_json();
+  rep["summary"] = cfg.summary();
+  rep["family"] = P.family;
+  auto rt = std::make_shared<QuantRuntime>();
+  rt->cfg = cfg;
+  if (cfg.rotate) {
+    RotationConfig rc;
+    rc.rotate = true;
+    rc.seed = cfg.rotate_seed;
+    rc.mode = cfg.rotate_mode;
+    StreamWriters w;
+    w.linears = {P.projector_out};
+    if (P.stream_rows) w.rows = {P.stream_rows};
+    rt->rot = rotate_model(lm, rc, w);
+    rt->rotated = true;
+    rep["hadamard"] = {{"R1", cfg.rotate_mode == "random" ? "random orthogonal" : "diag(random signs) * hidden"},
+                       {"folded_into", P.projector_out->name},
+                       {"image_newline", P.stream_rows != nullptr}};
+    log_info(fmt::format("rotated the language model (R1 also folded into {}{})", P.projector_out->name,
+                         P.stream_rows ? " and image_newline" : ""));
+  }
+  install_vlm_runtime(P, *rt);
+  out.runtime = rt;
+
+  TowerPlan plans[3] = {{"vision", cfg.vision_w_bits(), {}}, {"projector", cfg.projector_w_bits(), {}},
+                        {"language", cfg.w_bits, {}}};
+  if (cfg.skip_last_vision && P.vision_layers > 0)
+    plans[kVision].keep.insert(&P.vision->layers[size_t(P.vision_layers - 1)].fc2);
+  if (cfg.skip_last_proj) plans[kProjector].keep.insert(P.projector_out);
+  const bool gptq = !cfg.w_rtn;
+  const bool images = !calib.multimodal.empty();
+  for (int t = 0; t < 3; ++t) {
+    if (plans[t].w_bits >= 16 || !gptq) continue;
+    LOWBIT_CHECK(images || t == kLanguage, ArgError,
+                 "GPTQ on the {} needs image calibration data: a conversation JSON --cal_dataset with --image_folder "
+                 "(or --w_rtn, or 16 bits for that tower with --wbits V,P,L)",
+                 t == kVision ? "vision tower" : "projector");
+    LOWBIT_CHECK(images || !calib.text.empty(), ArgError,
+                 "GPTQ needs calibration data: pass --cal_dataset (or --w_rtn)");
+  }
+  const int64_t max_len = cfg.cal_seqlen;
+  // GPTAQ's full-precision inputs of each tower, before any weight is quantized.
+  std::vector<BlockState> fp_in[3];
+  if (gptq && cfg.use_v2)
+    for (int t = 0; t < 3; ++t)
+      if (plans[t].w_bits < 16) fp_in[t] = capture(vlm, tok, calib, t, /*act_quant=*/false, max_len);
+
+  rep["layers"] = nlohmann::json::array();
+  if (cfg.quant_patch_embed && plans[kVision].w_bits < 16) {
+    rtn_linear(P.vision->patch_embed, cfg, plans[kVision].w_bits);
+    rep["patch_embed"] = {{"name", P.vision->patch_embed.name}, {"bits", plans[kVision].w_bits}, {"method", "rtn"}};
+  }
+  for (int t = 0; t < 3; ++t) {
+    const TowerPlan& plan = plans[t];
+    if (plan.w_bits >= 16) continue;
+    const std::vector<Block*> blocks = tower_blocks(P, t);
+    if (!gptq) {
+      rtn_blocks(blocks, cfg, plan, rep["layers"]);
+      continue;
+    }
+    std::vector<BlockState> Xq = capture(vlm, tok, calib, t, cfg.enable_aq_calibration, max_len);
+    std::vector<BlockState> Xfp = std::move(fp_in[t]);
+    LOWBIT_CHECK(!cfg.use_v2 || Xfp.size() == Xq.size(), NumericError,
+                 "GPTAQ: {} full-precision and {} quantized calibration inputs of the {}", Xfp.size(), Xq.size(),
+                 plan.tower);
+    rep["state_budget_bytes"] = gptq_blocks(blocks, Xq, Xfp, cfg, plan, rep["layers"], opt);
+  }
+  const bool head = cfg.lm_head_w_bits < 16 && !cfg.skip_last_language;
+  if (head) rtn_linear(lm.lm_head, cfg, cfg.lm_head_w_bits);
+  if (cfg.lm_head_w_bits < 16 && cfg.skip_last_language)
+    log_warn("--skip_last_language keeps lm_head in full precision; --lm_head_w_bits has no effect");
+
+  // The per-tower summary: settings and the per-layer relative output error.
+  nlohmann::json towers = nlohmann::json::object();
+  for (int t = 0; t < 3; ++t) {
+    nlohmann::json kept = nlohmann::json::array();
+    for (const Linear* l : plans[t].keep) kept.push_back(l->name);
+    towers[kTowerNames[t]] = {{"w_bits", plans[t].w_bits},
+                              {"method", plans[t].w_bits >= 16 ? "none" : cfg.w_rtn ? "rtn" : cfg.use_v2 ? "gptaq" : "gptq"},
+                              {"a_bits", t == kLanguage ? cfg.a_bits : vision_act_quant(cfg).bits},
+                              {"a_clip_ratio", t == kLanguage ? std::min(cfg.a_clip_ratio, cfg.lma_clip_ratio)
+                                                              : double(vision_act_quant(cfg).clip)},
+                              {"kept_fp", kept},
+                              {"layers", nlohmann::json::array()}};
+  }
+  towers["vision"]["layers_used"] = P.vision_layers;
+  towers["vision"]["patch_embed_quantized"] = cfg.quant_patch_embed && plans[kVision].w_bits < 16;
+  towers["language"]["lm_head_w_bits"] = head ? cfg.lm_head_w_bits : 16;
+  for (const auto& l : rep["layers"]) {
+    nlohmann::json e = {{"layer", l["layer"]}, {"kind", l["kind"]}};
+    if (l.contains("rel_error")) e["rel_error"] = l["rel_error"];
+    towers[l["tower"].get<std::string>()]["layers"].push_back(e);
+  }
+  rep["towers"] = towers;
+  rep["seconds"] = now_s() - t0;
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  rep["peak_rss_mb"] = double(ru.ru_maxrss) / 1024.0;
+  return out;
+}
+
+QuantizedModel quantize_vlm_in_memory(Vlm& vlm, const QuantConfig& cfg, const Tokenizer& tok,
+                                      const std::string& model_dir) {
+  log_info("quantization config: " + cfg.summary());
+  const VlmCalibration calib = load_vlm_calibration(cfg, tok, model_dir, vlm.language().cfg.max_position);
+  QuantizedModel q = quantize_vlm(vlm, cfg, tok, calib);
+  log_info(fmt::format("quantized in {:.2f}s, peak RSS {:.0f} MB", q.report["seconds"].get<double>(),
+                       q.report["peak_rss_mb"].get<double>()));
+  return q;
+}
+
+// ---- checkpoint -----------------------------------------------------------------------------
+
+namespace {
+
+const char* kQuantFile = "lowbit_quant.json";
+
+// The language model's name "model.X" / "lm_head.*" in the VLM's file.
+std::string lm_file_name(const VlmParts& P, const std::string& name) {
+  static const std::string kModel = "model.";
+  return name.compare(0, kModel.size(), kModel) == 0 ? P.language_root + name.substr(kModel.size())
+                                                      : P.head_root + name;
+}
+
+}  // namespace
+
+void save_quantized_vlm(Vlm& vlm, const QuantizedModel& q, const std::string& src_dir, const std::string& out_dir) {
+  using llama_names::Role;
+  const VlmParts P = vlm.parts();
+  LOWBIT_CHECK(P.family != "llava_original", ArgError,
+               "saving the original LLaVA layout quantized is not supported; use the llava-hf layout");
+  const QuantRuntime& rt = *q.runtime;
+  const LlamaModel& m = *P.language;
+  const WeightStore src = WeightStore::open_dir(src_dir);
+
+  // What this process holds under the file's names: every tensor quantization or rotation may
+  // have changed (plain), every quantized linear (packed; its ".weight" dropped).
+  std::map<std::string, Tensor> plain;
+  std::map<std::string, const Linear*> packed;
+  std::set<std::string> dropped;
+  nlohmann::json qlin = nlohmann::json::object();
+  auto linear = [&](const Linear& lin, const std::string& fname, const Shape& file_shape) {
+    if (lin.quantized()) {
+      packed[fname] = &lin;
+      dropped.insert(fname + ".weight");
+      qlin[fname] = {{"bits", lin.qw->bits}, {"sym", lin.qw->sym}, {"groupsize", lin.qw->groupsize}};
+    } else {
+      plain[fname + ".weight"] = file_shape.empty() ? lin.W : lin.W.reshape(file_shape);
+    }
+    if (lin.bias.defined()) plain[fname + ".bias"] = lin.bias;
+  };
+  // Vision tower and projector: their linears carry the file's names.
+  for (ClipLayer& L : P.vision->layers)
+    for (const Linear* lin : L.linears()) linear(*lin, lin->name, {});
+  {
+    const ClipVisionConfig& vc = P.vision->cfg;
+    linear(P.vision->patch_embed, P.vision->patch_embed.name,
+           {vc.hidden_size, vc.num_channels, vc.patch_size, vc.patch_size});
+  }
+  for (const Linear* lin : P.projector->linears()) linear(*lin, lin->name, {});
+  // Language model under the VLM's roots; fused norms are stored as ones (x·1 = x).
+  const int64_t d = m.cfg.hidden_size;
+  auto ones = [&](int64_t n) { return Tensor::from_vector(std::vector<float>(size_t(n), 1.0f), {n}); };
+  plain[lm_file_name(P, llama_names::kEmbed)] = m.embed;
+  for (const LlamaLayer& L : m.layers) {
+    plain[lm_file_name(P, llama_names::module(L.index, Role::attn_norm) + ".weight")] =
+        L.attn_norm.defined() ? L.attn_norm : ones(d);
+    plain[lm_file_name(P, llama_names::module(L.index, Role::mlp_norm) + ".weight")] =
+        L.mlp_norm.defined() ? L.mlp_norm : ones(d);
+    for (const Linear* lin : L.linears()) linear(*lin, lm_file_name(P, lin->name), {});
+  }
+  plain[lm_file_name(P, llama_names::kFinalNorm)] = m.final_norm.defined() ? m.final_norm : ones(d);
+  const bool tied = !m.lm_head.quantized() && m.lm_head.W.raw() == m.embed.raw();
+  if (!tied) linear(m.lm_head, lm_file_name(P, m.lm_head.name), {});
+  if (P.stream_rows) plain[P.image_newline_name] = *P.stream_rows;
+
+  std::vector<std::pair<std::string, Tensor>> ts;
+  std::set<std::string> written;
+  for (const std::string& name : src.names()) {
+    if (dropped.count(name)) continue;
+    auto it = plain.find(name);
+    ts.push_back({name, it != plain.end() ? it->second : src.get(name)});
+    written.insert(name);
+  }
+  for (auto& [name, t] : plain)
+    if (!written.count(name)) ts.push_back({name, t});  // e.g. an lm_head untied by the rotation
+  for (auto& [name, lin] : packed) {
+    const PackedWeight& p = *lin->qw;
+    ts.push_back({name + ".qweight", p.qweight});
+    ts.push_back({name + ".scales", p.scales});
+    ts.push_back({name + ".qzeros", p.qzeros});
+    ts.push_back({name + ".g_idx", p.g_idx});
+  }
+
+  // config.json as the source's, untied when the rotation untied lm_head.
+  const std::string cpath = (fs::path(src_dir) / "config.json").string();
+  nlohmann::json config = parse_json(read_text_file(cpath), cpath);
+  if (!tied) {
+    config["tie_word_embeddings"] = false;
+    if (config.contains("text_config") && config["text_config"].is_object())
+      config["text_config"]["tie_word_embeddings"] = false;
+  }
+  nlohmann::json meta = {{"format", "lowbit-fakequant"},
+                         {"format_version", 1},
+                         {"source_model", src_dir},
+                         {"model_kind", "vlm"},
+                         {"family", P.family},
+                         {"quant_config", rt.cfg.to_json()},
+                         {"summary", rt.cfg.summary()},
+                         {"rotated", rt.rotated},
+                         {"rotate_seed", rt.cfg.rotate_seed},
+                         {"asym_decisions", rt.asym},
+                         {"quantized_linears", qlin},
+                         {"towers", q.report.value("towers", nlohmann::json::object())},
+                         {"report", q.report}};
+  write_checkpoint_atomically(out_dir, [&](const fs::path& tmp) {
+    save_safetensors((tmp / "model.safetensors").string(), ts, {{"format", "pt"}, {"lowbit", "fakequant-v1"}});
+    write_file_atomic((tmp / "config.json").string(), config.dump(2) + "\n");
+    for (const char* f : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
+                          "generation_config.json", "processor_config.json", "preprocessor_config.json",
+                          "chat_template.jinja", "chat_template.json", "added_tokens.json"})
+      if (fs::exists(fs::path(src_dir) / f)) {
+        fs::copy_file(fs::path(src_dir) / f, tmp / f);
+        fs::permissions(tmp / f, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
+                                     fs::perms::others_read);
+      }
+    write_file_atomic((tmp / kQuantFile).string(), meta.dump(2) + "\n");
+  });
+}
+
+std::unique_ptr<Vlm> load_quantized_vlm(const std::string& dir) {
+  const std::string qpath = (fs::path(dir) / kQuantFile).string();
+  const QuantCheckpointMeta meta = parse_quant_meta(read_text_file(qpath), qpath);
+  const WeightStore st = WeightStore::open_dir(dir);
+  std::set<std::string> used;
+  PackedSource get_packed = [&](const std::string& lin, int64_t out, int64_t in) -> std::shared_ptr<const PackedWeight> {
+    auto it = meta.qlin.find(lin);
+    if (it == meta.qlin.end()) {
+      LOWBIT_CHECK(!st.has(lin + ".qweight"), FormatError,
+                   "{}: '{}.qweight' is stored but {} does not list '{}' as quantized", st.source(), lin, qpath, lin);
+      return nullptr;
+    }
+    for (const char* part : {".qweight", ".scales", ".qzeros", ".g_idx"})
+      LOWBIT_CHECK(st.has(lin + part), FormatError, "{}: missing tensor '{}{}' of quantized linear '{}'", st.source(),
+                   lin, part, lin);
+    auto p = std::make_shared<PackedWeight>();
+    p->bits = it->second.first;
+    p->sym = it->second.second;
+    p->out = out;
+    p->in = in;
+    p->qweight = st.get(lin + ".qweight");
+    p->scales = st.get(lin + ".scales");
+    p->qzeros = st.get(lin + ".qzeros");
+    p->g_idx = st.get(lin + ".g_idx");
+    p->ngroups = p->scales.dim() == 2 ? p->scales.size(1) : 0;
+    p->validate(st.source() + ": " + lin);
+    used.insert(lin);
+    return p;
+  };
+  std::unique_ptr<Vlm> vlm = load_vlm_packed(dir, get_packed);
+  for (auto& [name, v] : meta.qlin)
+    LOWBIT_CHECK(used.count(name), FormatError, "{}: lists '{}' as quantized, but the model has no such linear", qpath,
+                 name);
+  const VlmParts P = vlm->parts();
+  QuantRuntime rt;
+  rt.cfg = meta.cfg;
+  rt.rotated = meta.rotated;
+  rt.asym = meta.asym;
+  if (rt.rotated) {
+    rt.rot = make_online_rotations(P.language->cfg, rt.cfg.rotate_seed);
+    for (auto& L : P.language->layers) {  // stored as ones: scale-free as when quantized
+      L.attn_norm = Tensor();
+      L.mlp_norm = Tensor();
+    }
+    P.language->final_norm = Tensor();
+  }
+  install_vlm_runtime(P, rt);
+  log_info(fmt::format("loaded quantized VLM checkpoint {} ({})", dir, rt.cfg.summary()));
+  return vlm;
+}
+
+}  // namespace lowbit
