@@ -251,6 +251,8 @@ TEST(VlmQuant, RotatedRtnCheckpointReloads) {
     c.quant_patch_embed = true;
     c.a_bits = 8;
     c.lma_clip_ratio = 0.9;
+    c.k_bits = c.v_bits = 8;
+    c.k_asym = true;
     const QuantizedModel q = quantize_vlm(*m.vlm, c, *m.tok, {});
     save_quantized_vlm(*m.vlm, q, dir, tmp + "/q");
     const Probe a = probe(*m.vlm, dir, *m.tok, photo);
@@ -283,6 +285,27 @@ TEST(VlmQuantCli, QuantizeThenGenerateWithImage) {
   const test::RunResult g = test::run_lowbit("generate --model " + tmp + "/q --image " + photo +
                                              " --prompt 'What is this?' --max-new-tokens 3 --quiet");
   EXPECT_EQ(g.exit_code, 0) << g.out;
+}
+
+// A text file calibrates the language model alone: GPTQ on the decoder (--wbits 16,16,4) runs
+// through eval ppl's in-memory quantization; GPTQ on the vision tower needs images (one error
+// line naming --image_folder); eval ppl reads a quantized VLM checkpoint's language model.
+TEST(VlmQuantCli, TextCalibrationIsLanguageOnly) {
+  LOWBIT_REQUIRE_SHARED(dir, "models/tiny-llava-1.5");
+  LOWBIT_REQUIRE_SHARED(text, "data/text/tinystories_val.txt");
+  const std::string tmp = test::temp_dir("vlmq_txt");
+  const std::string ppl = "eval ppl --data " + text + " --data-end 20000 --seqlen 128 --max-windows 2 ";
+  const std::string cal = " --cal_dataset " + text + " --cal_end 200000 --nsamples 4 --cal_seqlen 128";
+  const nlohmann::json fp = test::run_lowbit_json(ppl + "--model " + dir, tmp + "/fp.json");
+  const nlohmann::json q = test::run_lowbit_json(ppl + "--model " + dir + " --wbits 16,16,4" + cal, tmp + "/q.json");
+  ASSERT_FALSE(fp.is_null());
+  ASSERT_FALSE(q.is_null());
+  EXPECT_NE(fp["ppl"], q["ppl"]);
+  test::expect_error_line(test::run_lowbit(ppl + "--model " + dir + " --w_bits 4" + cal), "--image_folder", 2);
+  ASSERT_EQ(test::run_lowbit("quantize --model " + dir + " --out " + tmp + "/ck --wbits 16,16,4 --w_rtn --quiet").exit_code, 0);
+  const nlohmann::json ck = test::run_lowbit_json(ppl + "--model " + tmp + "/ck", tmp + "/ck.json");
+  ASSERT_FALSE(ck.is_null());
+  EXPECT_NE(ck["ppl"], fp["ppl"]);
 }
 
 }  // namespace
