@@ -269,6 +269,17 @@ TEST(VlmQuantCli, WbitsFieldCount) {
   const test::RunResult r = test::run_lowbit("quantize --model " + dir + " --out " + tmp + "/q --wbits 4,4 --w_rtn");
   test::expect_error_line(r, "--wbits '4,4'", 2);
   EXPECT_FALSE(fs::exists(tmp + "/q"));
+  const std::string q = "quantize --model " + dir + " --out " + tmp + "/q --w_rtn ";
+  test::expect_error_line(test::run_lowbit(q + "--wbits 4,4,4,4"), "got 4 fields", 2);
+  test::expect_error_line(test::run_lowbit(q + "--wbits 4,x,4"), "'x' is not an integer", 2);
+  test::expect_error_line(test::run_lowbit(q + "--wbits 4,4,4 --w_bits 4"), "--wbits and --w_bits", 2);
+  test::expect_error_line(test::run_lowbit(q + "--wbits 4,3,1"), "language width 1", 2);
+  test::expect_error_line(test::run_lowbit(q + "--w_bits 4 --exclude-conv --include-conv"), "--exclude-conv", 2);
+  // Per-tower settings on a text-only model are refused, not ignored.
+  LOWBIT_REQUIRE_SHARED(llama, "models/stories260K");
+  test::expect_error_line(test::run_lowbit("quantize --model " + llama + " --out " + tmp + "/l --w_rtn --wbits 4,4,4"),
+                          "is for vision-language models", 2);
+  EXPECT_FALSE(fs::exists(tmp + "/q"));
 }
 
 // The CLI end to end: per-tower RTN on a VLM directory, the checkpoint answers generate --image.

@@ -127,6 +127,9 @@ void QuantFlags::apply_wbits(QuantConfig& c) const {
       used = 0;
     }
     LOWBIT_CHECK(used == x.size() && !x.empty(), ArgError, "--wbits '{}': '{}' is not an integer", wbits_, x);
+    static const char* const kTower[] = {"vision", "projector", "language"};
+    LOWBIT_CHECK((v >= 2 && v <= 8) || v == 16, ArgError, "--wbits '{}': {} width {} is not supported: use 2..8, or 16 to keep",
+                 wbits_, f.size() == 1 ? "the" : kTower[b.size()], v);
     b.push_back(v);
   }
   for (auto& [opt, copy] : opts_)
