@@ -148,6 +148,20 @@ QuantizedModel quantize_vlm(Vlm& vlm, const QuantConfig& cfg, const Tokenizer& t
                "the llava-hf layout (LlavaForConditionalGeneration)");
   LOWBIT_CHECK(!cfg.a_auto_asym, ArgError, "--a_auto_asym is not supported on vision-language models yet");
   LlamaModel& lm = *P.language;
+  // Activation groups must divide the input of every linear whose input is quantized.
+  if (cfg.a_bits < 16 && cfg.a_groupsize > 0) {
+    std::vector<const Linear*> acts;
+    for (Block* b : lm.blocks())
+      for (const Linear* l : b->linears()) acts.push_back(l);
+    if (cfg.vit_module) {
+      for (int64_t l = 0; l < P.vision_layers; ++l)
+        for (const Linear* x : P.vision->layers[size_t(l)].linears()) acts.push_back(x);
+      for (const Linear* x : P.projector->linears()) acts.push_back(x);
+    }
+    for (const Linear* l : acts)
+      LOWBIT_CHECK(l->in() % cfg.a_groupsize == 0, ShapeError,
+                   "--a_groupsize {} does not divide the input dimension {} of {}", cfg.a_groupsize, l->in(), l->name);
+  }
   const double t0 = now_s();
   QuantizedModel out;
   nlohmann::json& rep = out.report;
