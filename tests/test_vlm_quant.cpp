@@ -296,6 +296,12 @@ TEST(VlmQuantCli, QuantizeThenGenerateWithImage) {
   const test::RunResult g = test::run_lowbit("generate --model " + tmp + "/q --image " + photo +
                                              " --prompt 'What is this?' --max-new-tokens 3 --quiet");
   EXPECT_EQ(g.exit_code, 0) << g.out;
+  // inspect shows the towers of the quantized checkpoint with their widths.
+  const test::RunResult in = test::run_lowbit("inspect " + tmp + "/q");
+  ASSERT_EQ(in.exit_code, 0) << in.out;
+  EXPECT_NE(in.out.find("[vision]"), std::string::npos) << in.out;
+  EXPECT_NE(in.out.find("vision_tower.encoder.layers.0.mlp.fc1                       128x64  int8"), std::string::npos)
+      << in.out;
 }
 
 // A text file calibrates the language model alone: GPTQ on the decoder (--wbits 16,16,4) runs

@@ -10,6 +10,7 @@
 #include "models/llava_next.h"
 #include "models/loader.h"
 #include "quant/checkpoint.h"
+#include "quant/vlm_quant.h"
 
 namespace lowbit::cli {
 
@@ -26,7 +27,7 @@ void add_inspect(CLI::App& app, Common& common, Runner* run) {
   *run = [model, out, tower, &common]() {
     apply_common(common);
     if (!out->empty()) check_output_file(*out, "--output-json");
-    const bool vlm = !is_quantized_checkpoint(*model) && is_vlm_dir(*model);
+    const bool vlm = is_vlm_dir(*model);  // a quantized VLM checkpoint too (its packed codes)
     LOWBIT_CHECK(vlm || tower->empty(), ArgError,
                  "--vision-tower is only for the original LLaVA layout (LlavaLlamaForCausalLM); {} is not one", *model);
     // A VLM shows its towers (vision encoder, projector or connector, decoder), each linear with
@@ -34,10 +35,17 @@ void add_inspect(CLI::App& app, Common& common, Runner* run) {
     LOWBIT_CHECK(tower->empty() || is_llava_original_dir(*model), ArgError,
                  "--vision-tower is only for the original LLaVA layout (LlavaLlamaForCausalLM); {} is not one", *model);
     nlohmann::json r;
-    if (!vlm) r = inspect_model(load_model(*model));
-    else if (is_llava_next_dir(*model)) r = inspect_llava_next(LlavaNextModel::load(*model));
-    else if (is_idefics3_dir(*model)) r = inspect_idefics3(Idefics3Model::load(*model));
-    else r = inspect_llava(LlavaModel::load(*model, *tower));
+    const PackedSource packed = vlm && is_quantized_checkpoint(*model) ? quantized_packed_source(*model) : PackedSource{};
+    if (!vlm)
+      r = inspect_model(load_model(*model));
+    else if (is_llava_next_dir(*model))
+      r = inspect_llava_next(
+          LlavaNextModel::from_store(LlavaNextConfig::load(*model), WeightStore::open_dir(*model), *model, packed));
+    else if (is_idefics3_dir(*model))
+      r = inspect_idefics3(
+          Idefics3Model::from_store(Idefics3Config::load(*model), WeightStore::open_dir(*model), *model, packed));
+    else
+      r = inspect_llava(LlavaModel::load(*model, *tower, packed));
     std::fputs(format_inspect(r).c_str(), stdout);
     if (!out->empty()) write_file_atomic(*out, r.dump(2) + "\n");
     return 0;

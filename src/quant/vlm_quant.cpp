@@ -395,35 +395,42 @@ void save_quantized_vlm(Vlm& vlm, const QuantizedModel& q, const std::string& sr
   });
 }
 
-std::unique_ptr<Vlm> load_quantized_vlm(const std::string& dir) {
+PackedSource quantized_packed_source(const std::string& dir, std::shared_ptr<std::set<std::string>> used) {
   const std::string qpath = (fs::path(dir) / kQuantFile).string();
-  const QuantCheckpointMeta meta = parse_quant_meta(read_text_file(qpath), qpath);
-  const WeightStore st = WeightStore::open_dir(dir);
-  std::set<std::string> used;
-  PackedSource get_packed = [&](const std::string& lin, int64_t out, int64_t in) -> std::shared_ptr<const PackedWeight> {
-    auto it = meta.qlin.find(lin);
-    if (it == meta.qlin.end()) {
-      LOWBIT_CHECK(!st.has(lin + ".qweight"), FormatError,
-                   "{}: '{}.qweight' is stored but {} does not list '{}' as quantized", st.source(), lin, qpath, lin);
+  auto meta = std::make_shared<const QuantCheckpointMeta>(parse_quant_meta(read_text_file(qpath), qpath));
+  auto st = std::make_shared<const WeightStore>(WeightStore::open_dir(dir));
+  return [meta, st, used, qpath](const std::string& lin, int64_t out, int64_t in) -> std::shared_ptr<const PackedWeight> {
+    auto it = meta->qlin.find(lin);
+    if (it == meta->qlin.end()) {
+      LOWBIT_CHECK(!st->has(lin + ".qweight"), FormatError,
+                   "{}: '{}.qweight' is stored but {} does not list '{}' as quantized", st->source(), lin, qpath, lin);
       return nullptr;
     }
     for (const char* part : {".qweight", ".scales", ".qzeros", ".g_idx"})
-      LOWBIT_CHECK(st.has(lin + part), FormatError, "{}: missing tensor '{}{}' of quantized linear '{}'", st.source(),
-                   lin, part, lin);
+      LOWBIT_CHECK(st->has(lin + part), FormatError, "{}: missing tensor '{}{}' of quantized linear '{}'",
+                   st->source(), lin, part, lin);
     auto p = std::make_shared<PackedWeight>();
     p->bits = it->second.first;
     p->sym = it->second.second;
     p->out = out;
     p->in = in;
-    p->qweight = st.get(lin + ".qweight");
-    p->scales = st.get(lin + ".scales");
-    p->qzeros = st.get(lin + ".qzeros");
-    p->g_idx = st.get(lin + ".g_idx");
+    p->qweight = st->get(lin + ".qweight");
+    p->scales = st->get(lin + ".scales");
+    p->qzeros = st->get(lin + ".qzeros");
+    p->g_idx = st->get(lin + ".g_idx");
     p->ngroups = p->scales.dim() == 2 ? p->scales.size(1) : 0;
-    p->validate(st.source() + ": " + lin);
-    used.insert(lin);
+    p->validate(st->source() + ": " + lin);
+    if (used) used->insert(lin);
     return p;
   };
+}
+
+std::unique_ptr<Vlm> load_quantized_vlm(const std::string& dir) {
+  const std::string qpath = (fs::path(dir) / kQuantFile).string();
+  const QuantCheckpointMeta meta = parse_quant_meta(read_text_file(qpath), qpath);
+  auto used_ptr = std::make_shared<std::set<std::string>>();
+  const std::set<std::string>& used = *used_ptr;
+  const PackedSource get_packed = quantized_packed_source(dir, used_ptr);
   std::unique_ptr<Vlm> vlm = load_vlm_packed(dir, get_packed);
   for (auto& [name, v] : meta.qlin)
     LOWBIT_CHECK(used.count(name), FormatError, "{}: lists '{}' as quantized, but the model has no such linear", qpath,

@@ -20,6 +20,7 @@
 // fc2, --skip_last_proj the projector's last linear, --skip_last_language lm_head in full precision.
 #pragma once
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -65,6 +66,11 @@ QuantizedModel quantize_vlm_in_memory(Vlm& vlm, const QuantConfig& cfg, const To
 // lowbit_quant.json with the per-tower settings and per-layer errors grouped by tower.
 // Written atomically (write_checkpoint_atomically).
 void save_quantized_vlm(Vlm& vlm, const QuantizedModel& q, const std::string& src_dir, const std::string& out_dir);
+// The packed codes of a quantized checkpoint by file tensor name (for the family loaders'
+// `packed` argument; FormatError for codes the metadata does not list, or the reverse);
+// `used`, when given, collects the names handed out.
+PackedSource quantized_packed_source(const std::string& dir,
+                                     std::shared_ptr<std::set<std::string>> used = nullptr);
 // Loads it (packed codes kept, runtime quantizers installed); load_vlm calls this.
 std::unique_ptr<Vlm> load_quantized_vlm(const std::string& dir);
 
