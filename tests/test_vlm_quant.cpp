@@ -151,6 +151,38 @@ TEST(VlmQuant, PerTowerWidths) {
   }
 }
 
+// --a_bits quantizes the decoder's activations; the vision tower's and projector's only with
+// --vit_module (QSVD), at min(--a_clip_ratio, --vita_clip_ratio).
+TEST(VlmQuant, VitModuleActivations) {
+  LOWBIT_REQUIRE_SHARED(photo, "data/images/waterview.jpg");
+  for (const char* rel : kModels) {
+    LOWBIT_REQUIRE_SHARED(dir, rel);
+    Loaded m = load(dir);
+    const VlmParts P = m.vlm->parts();
+    const int64_t d = P.language->cfg.hidden_size;
+    const Probe p0 = probe(*m.vlm, dir, *m.tok, photo);
+    QuantConfig c;
+    c.a_bits = 4;
+    quantize_vlm(*m.vlm, c, *m.tok, {});
+    const Probe lm_only = probe(*m.vlm, dir, *m.tok, photo);
+    EXPECT_EQ(image_rows(lm_only, P.image_token_id, d), image_rows(p0, P.image_token_id, d)) << rel;
+    EXPECT_GT(normalized_error(lm_only.logits, p0.logits), 1e-3) << rel;
+    EXPECT_FALSE(P.vision->layers[0].fc1.aq.on());
+    Loaded v = load(dir);
+    c.vit_module = true;
+    c.a_clip_ratio = 0.95;
+    c.vita_clip_ratio = 0.8;
+    quantize_vlm(*v.vlm, c, *v.tok, {});
+    const Probe vit = probe(*v.vlm, dir, *v.tok, photo);
+    EXPECT_GT(normalized_error(image_rows(vit, P.image_token_id, d), image_rows(p0, P.image_token_id, d)), 1e-3) << rel;
+    const VlmParts Q = v.vlm->parts();
+    EXPECT_EQ(Q.vision->layers[0].fc1.aq.bits, 4);
+    EXPECT_FLOAT_EQ(Q.vision->layers[0].fc1.aq.clip, 0.8f);
+    EXPECT_FLOAT_EQ(Q.projector_out->aq.clip, 0.8f);
+    EXPECT_FLOAT_EQ(Q.language->layers[0].q_proj.aq.clip, 0.95f);
+  }
+}
+
 // GPTQ on every tower from a conversation JSON (+ image folder), GPTAQ and vision activation
 // quantization, with all skip-last flags: in the checkpoint exactly the named linears are stored
 // as the source's tensors (bit for bit), every other linear of a used layer as packed codes; the
