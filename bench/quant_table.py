@@ -8,7 +8,7 @@ evaluates on the eval half (characters from 396696) at seqlen 512, for seeds
 Reports perplexity mean ± std over the seeds, and the quantization wall time and
 the process's peak RSS (from the run's report).
 
-  python3 bench/quant_table.py [--lowbit build/lowbit] [--shared ../shared] [--seeds 0 1 2]
+  python3 bench/quant_table.py [--lowbit build/lowbit] [--shared ../shared] [--seeds 0 1 2] [--rows I ...]
 
 Writes bench/results/quant_table.{json,md}. Standard library only.
 """
@@ -32,7 +32,8 @@ ROWS = [
     ("QuaRot-GPTAQ W4A4KV4", ["--recipe", "quarot-gptaq-w4a4kv4"]),
     ("QuaRot-GPTAQ W4A4KV4 + enable_aq_calibration", ["--recipe", "quarot-gptaq-w4a4kv4", "--enable_aq_calibration"]),
     ("QuaRot-GPTQ W4A4KV4, random orthogonal R1", ["--recipe", "quarot-gptq-w4a4kv4", "--rotate_mode", "random"]),
-    ("QuaRot-GPTQ W4A4KV4 + auto-asym", ["--recipe", "quarot-gptq-w4a4kv4", "--a_auto_asym"]),
+    ("QuaRot-GPTQ W4A4KV4 + auto-asym (the seed's rule)", ["--recipe", "quarot-gptq-w4a4kv4", "--a_auto_asym"]),
+    ("QuaRot-GPTQ W4A4KV4 + auto-asym (lowbit's rule)", ["--recipe", "quarot-gptq-w4a4kv4", "--a_auto_asym_lowbit"]),
     ("W8A8 RTN", ["--recipe", "w8a8"]),
 ]
 
@@ -46,13 +47,16 @@ def main():
     ap.add_argument("--nsamples", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=os.path.join(root, "bench", "results"))
+    ap.add_argument("--rows", nargs="+", type=int, help="only these rows (0-based indices into ROWS)")
     a = ap.parse_args()
     model = os.path.join(a.shared, "models", "stories260K")
     text = os.path.join(a.shared, "data", "text", "tinystories_val.txt")
     os.makedirs(a.out, exist_ok=True)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, flags in ROWS:
+        for i, (name, flags) in enumerate(ROWS):
+            if a.rows is not None and i not in a.rows:
+                continue
             runs = []
             for seed in (a.seeds if flags else a.seeds[:1]):
                 js = os.path.join(tmp, "r.json")

@@ -49,7 +49,8 @@ std::vector<Case> cases() {
       {"quarot gptaq w4a4kv4", [=](QuantConfig& c) { w4a4kv4(c); c.rotate = true; c.use_v2 = true; }},
       {"quarot gptaq w4a4kv4 enable_aq_calibration", [=](QuantConfig& c) { w4a4kv4(c); c.rotate = true; c.use_v2 = true; c.enable_aq_calibration = true; }},
       {"gptaq w4a4 no rotation", [](QuantConfig& c) { c.w_bits = 4; c.a_bits = 4; c.use_v2 = true; }},
-      {"quarot gptq w4a4kv4 auto-asym", [=](QuantConfig& c) { w4a4kv4(c); c.rotate = true; c.a_auto_asym = true; c.auto_asym_t1 = 0.02; }},
+      {"quarot gptq w4a4kv4 auto-asym (seed rule, per linear)", [=](QuantConfig& c) { w4a4kv4(c); c.rotate = true; c.a_auto_asym = true; c.auto_asym_t1 = 0.02; }},
+      {"quarot gptq w4a4kv4 auto-asym (lowbit rule), per-head KV", [=](QuantConfig& c) { w4a4kv4(c); c.rotate = true; c.a_auto_asym = true; c.auto_asym_rule = "lowbit"; c.auto_asym_t1 = 0.02; c.k_groupsize = c.v_groupsize = 0; }},
       {"quarot random R1 fp16 hadamards gptq w4a8kv4 lm_head w8", [=](QuantConfig& c) { w4a4kv4(c); c.a_bits = 8; c.rotate = true; c.rotate_mode = "random"; c.fp32_had = false; c.lm_head_w_bits = 8; }},
   };
 }

@@ -132,6 +132,7 @@ TEST(Pipeline, GptaqAndAutoAsymRun) {
   c.rotate = true;
   c.use_v2 = true;
   c.a_auto_asym = true;
+  c.auto_asym_rule = "lowbit";  // lowbit's rule (the seed's: test_quarot_cli)
   QuantizedModel q = quantize_model(m, c, d.calib);
   EXPECT_FALSE(q.runtime->asym.empty());
   EXPECT_TRUE(q.runtime->asym.count(llama_names::k_cache_site(0)));  // the K cache gets its own decision

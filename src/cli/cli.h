@@ -18,15 +18,16 @@ void add_device_option(CLI::App* c, Common& common);
 using Runner = std::function<int()>;
 // Each registers a subcommand on `app` and sets `*run` to its body (called when selected).
 void add_eval(CLI::App& app, Common& common, Runner* run);
-void add_eval_vqa(CLI::App* eval, Common& common, Runner* run);  // cmd_eval_vqa.cpp
 // `eval` subcommands (cmd_eval*.cpp), registered by add_eval.
 void add_eval_zeroshot(CLI::App* eval, Common& common, Runner* run);
+void add_eval_vqa(CLI::App* eval, Common& common, Runner* run);  // cmd_eval_vqa.cpp
 // lowbit export (cmd_export.cpp).
 void add_export(CLI::App& app, Common& common, Runner* run);
 void add_generate(CLI::App& app, Common& common, Runner* run);
 void add_inspect(CLI::App& app, Common& common, Runner* run);
 void add_synth(CLI::App& app, Common& common, Runner* run);
 void add_quantize(CLI::App& app, Common& common, Runner* run);
+void add_quarot(CLI::App& app, Common& common, Runner* run);  // the QuaRot-family main.py
 
 void apply_common(const Common& c);  // threads, quiet
 

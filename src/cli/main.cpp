@@ -41,6 +41,7 @@ int main(int argc, char** argv) {
   reg(add_generate);
   reg(add_inspect);
   reg(add_quantize);
+  reg(add_quarot);
   reg(add_synth);
   // Error contract: every failure is one line "lowbit: error: ..." on stderr; exit 2 for
   // usage errors (flags, arguments), 1 for everything else.
@@ -53,7 +54,7 @@ int main(int argc, char** argv) {
     const std::string c = argv[1];
     bool known = false;
     for (auto& [sub, run] : cmds) known |= sub->get_name() == c;
-    if (!known) return usage_error("unknown command '" + c + "' (commands: eval, export, generate, inspect, quantize, synth)");
+    if (!known) return usage_error("unknown command '" + c + "' (commands: eval, export, generate, inspect, quantize, quarot, synth)");
   }
   try {
     app.parse(argc, argv);

@@ -24,35 +24,40 @@ void QuantFlags::add(CLI::App* app) {
                                "lm_head unless --skip_last_language / --lm_head_w_bits)")
                    ->group("Quantization");
   LB_OPT(w_groupsize, "--w_groupsize,--w-groupsize,--groupsize", "weight group size (-1: per channel)");
-  LB_FLAG(w_asym, "--w_asym,--w-asym", "asymmetric weight grid");
-  LB_FLAG(w_rtn, "--w_rtn,--w-rtn", "round-to-nearest weights instead of GPTQ");
-  LB_FLAG(w_clip, "--w_clip,--w-clip", "MSE search for the weight clipping ratio");
+  LB_FLAG(w_asym, "--w_asym,--w-asym,!--no-w_asym", "asymmetric weight grid");
+  LB_FLAG(w_rtn, "--w_rtn,--w-rtn,!--no-w_rtn", "round-to-nearest weights instead of GPTQ");
+  LB_FLAG(w_clip, "--w_clip,--w-clip,!--no-w_clip", "MSE search for the weight clipping ratio");
   LB_OPT(percdamp, "--percdamp", "GPTQ damping, fraction of mean(diag H)");
-  LB_FLAG(act_order, "--act_order,--act-order", "GPTQ: columns in descending diag(H) order");
-  LB_FLAG(static_groups, "--static_groups,--static-groups", "GPTQ: fit group grids up front");
-  LB_FLAG(use_v2, "--use_v2,--use-v2,--asym_calibrate,--gptaq", "GPTAQ asymmetric calibration");
+  LB_FLAG(act_order, "--act_order,--act-order,!--no-act_order", "GPTQ: columns in descending diag(H) order");
+  LB_FLAG(static_groups, "--static_groups,--static-groups,!--no-static_groups", "GPTQ: fit group grids up front");
+  LB_FLAG(use_v2, "--use_v2,--use-v2,--asym_calibrate,--gptaq,!--no-use_v2,!--no-asym_calibrate", "GPTAQ asymmetric calibration");
   LB_OPT(v2_alpha, "--v2_alpha,--alpha", "GPTAQ alpha");
   LB_OPT(blocksize, "--blocksize", "GPTQ lazy-batch block size");
   LB_OPT(lm_head_w_bits, "--lm_head_w_bits", "lm_head weight bits (16 = keep)");
   LB_OPT(a_bits, "--a_bits,--a-bits,--abits", "activation bits (16 = off)");
   LB_OPT(a_groupsize, "--a_groupsize,--a-groupsize", "activation group size (-1: per token)");
-  LB_FLAG(a_asym, "--a_asym,--a-asym", "asymmetric activations");
+  LB_FLAG(a_asym, "--a_asym,--a-asym,!--no-a_asym", "asymmetric activations");
   LB_OPT(a_clip_ratio, "--a_clip_ratio,--a-clip-ratio", "activation clip ratio");
-  LB_FLAG(a_auto_asym, "--a_auto_asym,--a-auto-asym", "choose sym/asym per layer from calibration skew");
-  LB_OPT(auto_asym_t1, "--auto_asym_t1", "auto-asym: asym when |mean|/std exceeds this");
-  LB_OPT(auto_asym_t2, "--auto_asym_t2", "auto-asym: asym when |skewness| exceeds this");
+  LB_FLAG(a_auto_asym, "--a_auto_asym,--a-auto-asym,!--no-a_auto_asym",
+          "the skew-based QuaRot's per-linear sym/asym choice (its statistics; thresholds 0.1 / 0.2)");
+  auto_asym_lowbit_ = app->add_flag(std::string("--a_auto_asym_lowbit,--a-auto-asym-lowbit"))
+                          ->description("lowbit's own auto-asym rule (per input site, all calibration windows, "
+                                        "before weight quantization, K included; thresholds 0.1 / 0.5)")
+                          ->group("Quantization");
+  LB_OPT(auto_asym_t1, "--auto_asym_t1", "auto-asym: asym when |mean|/std exceeds this (default 0.1)");
+  LB_OPT(auto_asym_t2, "--auto_asym_t2", "auto-asym: asym when |skewness| exceeds this (default 0.2; 0.5 with --a_auto_asym_lowbit)");
   LB_OPT(lm_head_a_bits, "--lm_head_a_bits", "lm_head input bits (16 = keep)");
   LB_OPT(k_bits, "--k_bits,--k-bits", "K-cache bits");
   LB_OPT(v_bits, "--v_bits,--v-bits", "V-cache bits");
-  LB_OPT(k_groupsize, "--k_groupsize,--k-groupsize", "K-cache group size (-1: head_dim)");
-  LB_OPT(v_groupsize, "--v_groupsize,--v-groupsize", "V-cache group size (-1: head_dim)");
-  LB_FLAG(k_asym, "--k_asym,--k-asym", "asymmetric K cache");
-  LB_FLAG(v_asym, "--v_asym,--v-asym", "asymmetric V cache");
+  LB_OPT(k_groupsize, "--k_groupsize,--k-groupsize", "K-cache group size (-1: the token's whole K vector, all heads, as QuaRot; 0: per head; g: g channels)");
+  LB_OPT(v_groupsize, "--v_groupsize,--v-groupsize", "V-cache group size (-1: the token's whole V vector, all heads, as QuaRot; 0: per head; g: g channels)");
+  LB_FLAG(k_asym, "--k_asym,--k-asym,!--no-k_asym", "asymmetric K cache");
+  LB_FLAG(v_asym, "--v_asym,--v-asym,!--no-v_asym", "asymmetric V cache");
   LB_OPT(k_clip_ratio, "--k_clip_ratio,--k-clip-ratio", "K-cache clip ratio");
   LB_OPT(v_clip_ratio, "--v_clip_ratio,--v-clip-ratio", "V-cache clip ratio");
-  LB_FLAG(rotate, "--rotate", "QuaRot Hadamard rotations");
+  LB_FLAG(rotate, "--rotate,!--no-rotate", "QuaRot Hadamard rotations");
   LB_OPT(rotate_seed, "--rotate_seed", "seed of R1's random signs (default: --seed)");
-  LB_FLAG(fp32_had, "--fp32_had{true}", "online Hadamards in f32 (lowbit's default; --fp32_had=false rounds their "
+  LB_FLAG(fp32_had, "--fp32_had{true},!--no-fp32_had", "online Hadamards in f32 (lowbit's default; --fp32_had=false rounds their "
                                         "input and output to f16 like QuaRot without --fp32_had)");
   LB_OPT(rotate_mode, "--rotate_mode", "QuaRot R1: hadamard (random signs x Hadamard) | random (random orthogonal)");
   LB_OPT(cal_dataset, "--cal_dataset,--cal-dataset", "calibration text file");
@@ -61,7 +66,7 @@ void QuantFlags::add(CLI::App* app) {
   LB_OPT(nsamples, "--nsamples", "calibration windows");
   LB_OPT(cal_seqlen, "--cal_seqlen,--cal-seqlen", "calibration window length");
   LB_OPT(seed, "--seed", "calibration sampling seed");
-  LB_FLAG(enable_aq_calibration, "--enable_aq_calibration", "activation quantizers on while calibrating");
+  LB_FLAG(enable_aq_calibration, "--enable_aq_calibration,!--no-enable_aq_calibration", "activation quantizers on while calibrating");
   LB_FLAG(vit_module, "--vit_module,--vit-module", "VLM: activation quantization (--a_bits) in the vision tower and projector");
   LB_OPT(vita_clip_ratio, "--vita_clip_ratio,--vita-clip-ratio", "VLM: vision/projector activation clip (min with --a_clip_ratio)");
   LB_OPT(lma_clip_ratio, "--lma_clip_ratio,--lma-clip-ratio", "VLM: language-model activation clip (min with --a_clip_ratio)");
@@ -91,10 +96,21 @@ QuantConfig QuantFlags::resolve(int64_t max_context) const {
                    "--exclude-conv and --quant_patch_embed/--include-conv contradict each other");
     c.quant_patch_embed = false;
   }
-  bool seed_given = false, cal_seqlen_given = false;
+  bool seed_given = false, cal_seqlen_given = false, t2_given = false, seed_asym_given = false;
   for (auto& [opt, copy] : opts_) {
     if (opt->get_name() == "--rotate_seed" && opt->count() > 0) seed_given = true;
     if (opt->get_name() == "--cal_seqlen" && opt->count() > 0) cal_seqlen_given = true;
+    if (opt->get_name() == "--auto_asym_t2" && opt->count() > 0) t2_given = true;
+    if (opt->get_name() == "--a_auto_asym" && opt->count() > 0 && given_.a_auto_asym) seed_asym_given = true;
+  }
+  if (auto_asym_lowbit_ && auto_asym_lowbit_->count() > 0) {
+    LOWBIT_CHECK(!seed_asym_given, ArgError,
+                 "--a_auto_asym (the seed's rule) and --a_auto_asym_lowbit (lowbit's) exclude each other");
+    c.a_auto_asym = true;
+    c.auto_asym_rule = "lowbit";
+    if (!t2_given) c.auto_asym_t2 = 0.5;
+  } else if (seed_asym_given) {
+    c.auto_asym_rule = "seed";
   }
   if (!cal_seqlen_given && max_context > 0 && c.cal_seqlen > max_context) c.cal_seqlen = max_context;
   if (!seed_given) c.rotate_seed = c.seed;
@@ -166,16 +182,24 @@ void QuantFlags::warn_without_effect(const QuantConfig& c) const {
       {"--use_v2", [=](auto&) { return gptq ? nullptr : "GPTAQ needs GPTQ weights (no GPTQ in this run)"; }},
       {"--v2_alpha", [](auto& c) { return c.use_v2 && c.w_bits < 16 ? nullptr : "it is GPTAQ's alpha (no --use_v2)"; }},
       {"--a_groupsize", [=](auto&) { return acts ? nullptr : "activations stay 16-bit"; }},
-      {"--a_asym", [=](auto&) { return acts ? nullptr : "activations stay 16-bit"; }},
+      {"--a_asym", [=](auto& c) {
+         return !acts ? "activations stay 16-bit" : c.auto_asym_used() ? "auto-asym decides every linear's input" : nullptr; }},
       {"--a_clip_ratio", [=](auto&) { return acts ? nullptr : "activations stay 16-bit"; }},
-      {"--a_auto_asym", [](auto& c) { return c.a_bits < 16 || c.k_bits < 16 || c.lm_head_a_bits < 16 ? nullptr : "activations and K stay 16-bit"; }},
-      {"--auto_asym_t1", [](auto& c) { return c.a_auto_asym ? nullptr : "it is an --a_auto_asym threshold"; }},
-      {"--auto_asym_t2", [](auto& c) { return c.a_auto_asym ? nullptr : "it is an --a_auto_asym threshold"; }},
+      {"--a_auto_asym", [](auto& c) { return c.auto_asym_used() ? nullptr : "activations and V stay 16-bit"; }},
+      {"--a_auto_asym_lowbit", [](auto& c) { return c.auto_asym_used() ? nullptr : "activations and K stay 16-bit"; }},
+      {"--auto_asym_t1", [](auto& c) { return c.auto_asym_used() ? nullptr : "it is an auto-asym threshold (no auto-asym in this run)"; }},
+      {"--auto_asym_t2", [](auto& c) { return c.auto_asym_used() ? nullptr : "it is an auto-asym threshold (no auto-asym in this run)"; }},
       {"--k_groupsize", [](auto& c) { return c.k_bits < 16 ? nullptr : "the K cache stays 16-bit"; }},
-      {"--k_asym", [](auto& c) { return c.k_bits < 16 ? nullptr : "the K cache stays 16-bit"; }},
+      {"--k_asym", [](auto& c) {
+         return c.k_bits >= 16 ? "the K cache stays 16-bit"
+                : c.a_auto_asym && c.auto_asym_rule == "seed" ? "--a_auto_asym keeps K symmetric (the seed's rule)"
+                                                                : nullptr; }},
       {"--k_clip_ratio", [](auto& c) { return c.k_bits < 16 ? nullptr : "the K cache stays 16-bit"; }},
       {"--v_groupsize", [](auto& c) { return c.v_bits < 16 ? nullptr : "the V cache stays 16-bit"; }},
-      {"--v_asym", [](auto& c) { return c.v_bits < 16 ? nullptr : "the V cache stays 16-bit"; }},
+      {"--v_asym", [](auto& c) {
+         return c.v_bits >= 16 ? "the V cache stays 16-bit"
+                : c.a_auto_asym && c.auto_asym_rule == "seed" ? "--a_auto_asym decides V from v_proj (the seed's rule)"
+                                                                : nullptr; }},
       {"--v_clip_ratio", [](auto& c) { return c.v_bits < 16 ? nullptr : "the V cache stays 16-bit"; }},
       {"--rotate_seed", [](auto& c) { return c.rotate ? nullptr : "there is no --rotate"; }},
       {"--rotate_mode", [](auto& c) { return c.rotate ? nullptr : "there is no --rotate"; }},
@@ -196,7 +220,9 @@ void QuantFlags::warn_without_effect(const QuantConfig& c) const {
       {"--skip_last_proj", [](auto& c) { return c.projector_w_bits() < 16 ? nullptr : "the projector's weights stay 16-bit"; }},
       {"--quant_patch_embed", [](auto& c) { return c.vision_w_bits() < 16 ? nullptr : "the vision tower's weights stay 16-bit"; }},
   };
-  for (auto& [opt, copy] : opts_) {
+  auto opts = opts_;
+  if (auto_asym_lowbit_) opts.push_back({auto_asym_lowbit_, nullptr});
+  for (auto& [opt, copy] : opts) {
     if (opt->count() == 0) continue;
     auto it = unused.find(opt->get_name());
     if (it == unused.end()) continue;

@@ -28,6 +28,7 @@ class QuantFlags {
   CLI::Option* wbits_opt_ = nullptr;
   CLI::Option* exclude_conv_ = nullptr;
   std::string recipe_;
+  CLI::Option* auto_asym_lowbit_ = nullptr;  // --a_auto_asym_lowbit: lowbit's rule (auto_asym_rule "lowbit")
   std::vector<std::pair<CLI::Option*, std::function<void(QuantConfig&, const QuantConfig&)>>> opts_;
 };
 

@@ -64,7 +64,7 @@ namespace {
 const float* group_pre(const std::vector<const Linear*>& grp, const float* xin, int64_t T, const BlockCtx& ctx,
                        std::vector<float>& buf) {
   const Linear& first = *grp.front();
-  for (const Linear* l : grp) LOWBIT_ASSERT(l->aq == first.aq && bool(l->rot) == bool(first.rot));
+  for (const Linear* l : grp) LOWBIT_ASSERT(bool(l->rot) == bool(first.rot));
   const float* in = linear_input(first, xin, T, ctx.act_quant, buf);
   if (ctx.observer && *ctx.observer) (*ctx.observer)(first.name, in, T, first.in());
   return in;
@@ -78,17 +78,24 @@ void LlamaLayer::advance(int g, BlockState& st, const BlockCtx& ctx) const {
   Backend& be = *backend;
   // Scratch reused across calls: these are tens of MB at 7B shapes, and fresh
   // allocations that size are page-faulted in anew every time.
-  thread_local std::vector<float> nbuf, pbuf, q, k, v, u, o;
+  thread_local std::vector<float> nbuf, pbuf, pbuf2, q, k, v, u, o;
   const auto grps = groups();
-  const float* in = group_pre(grps.at(size_t(g)), group_input(g, st, nbuf), T, ctx, pbuf);
+  const auto& grp = grps.at(size_t(g));
+  const float* raw = group_input(g, st, nbuf);
+  const float* in = group_pre(grp, raw, T, ctx, pbuf);
+  // A linear whose input quantizer differs from the group's first (the seed's per-linear
+  // auto-asym) quantizes the shared input itself.
+  auto input_of = [&](const Linear& l) -> const float* {
+    return l.aq == grp.front()->aq ? in : linear_input(l, raw, T, ctx.act_quant, pbuf2);
+  };
   switch (g) {
     case 0: {  // q, k, v → RoPE → [R3, K/V quant] → attention: a = att [T, Hq·D]
       q.resize(size_t(T * Hq * D));
       k.resize(size_t(T * Hkv * D));
       v.resize(size_t(T * Hkv * D));
-      linear_product(be, q_proj, in, T, q.data());  // [T, Hq*D]
-      linear_product(be, k_proj, in, T, k.data());  // [T, Hkv*D]
-      linear_product(be, v_proj, in, T, v.data());  // [T, Hkv*D]
+      linear_product(be, q_proj, input_of(q_proj), T, q.data());  // [T, Hq*D]
+      linear_product(be, k_proj, input_of(k_proj), T, k.data());  // [T, Hkv*D]
+      linear_product(be, v_proj, input_of(v_proj), T, v.data());  // [T, Hkv*D]
       std::vector<int32_t> pos(static_cast<size_t>(T));
       for (int64_t t = 0; t < T; ++t) pos[size_t(t)] = int32_t(ctx.start + t);
       be.rope(q.data(), T, Hq, D, pos.data(), inv_freq.data());
@@ -99,8 +106,8 @@ void LlamaLayer::advance(int g, BlockState& st, const BlockCtx& ctx) const {
       }
       if (ctx.observer && *ctx.observer) (*ctx.observer)(llama_names::k_cache_site(index), k.data(), T * Hkv, D);
       if (ctx.act_quant) {
-        k_quant.apply(k.data(), T * Hkv, D);  // per head: rows [T*Hkv, D]
-        v_quant.apply(v.data(), T * Hkv, D);
+        k_quant.apply(k.data(), T, Hkv * D);  // per token [T, Hkv*D], groups of k_quant.groupsize
+        v_quant.apply(v.data(), T, Hkv * D);
       }
       const float* K = k.data();
       const float* V = v.data();
@@ -133,8 +140,8 @@ void LlamaLayer::advance(int g, BlockState& st, const BlockCtx& ctx) const {
     case 2: {  // a = silu(gate(n2)) ⊙ up(n2) [T, f]
       u.resize(size_t(T * f));
       st.a.resize(size_t(T * f));
-      linear_product(be, gate_proj, in, T, st.a.data());
-      linear_product(be, up_proj, in, T, u.data());
+      linear_product(be, gate_proj, input_of(gate_proj), T, st.a.data());
+      linear_product(be, up_proj, input_of(up_proj), T, u.data());
       be.silu_mul(st.a.data(), u.data(), st.a.data(), T * f);
       return;
     }

@@ -20,6 +20,9 @@ void check_clip(double r, const char* flag) {
 void check_group(int64_t g, const char* flag) {
   LOWBIT_CHECK(g == -1 || g > 0, ArgError, "{} {} must be -1 (per channel/token) or positive", flag, g);
 }
+void check_kv_group(int64_t g, const char* flag) {
+  LOWBIT_CHECK(g >= -1, ArgError, "{} {} must be -1 (per token, all heads), 0 (per head) or positive", flag, g);
+}
 
 // One field of a saved config, of exactly its C++ type: integers must be JSON integers
 // in the type's range (a float or a too-large value is refused, never cast or wrapped),
@@ -59,8 +62,8 @@ void QuantConfig::validate() const {
   check_bits(lm_head_a_bits, "--lm_head_a_bits");
   check_group(w_groupsize, "--w_groupsize");
   check_group(a_groupsize, "--a_groupsize");
-  check_group(k_groupsize, "--k_groupsize");
-  check_group(v_groupsize, "--v_groupsize");
+  check_kv_group(k_groupsize, "--k_groupsize");
+  check_kv_group(v_groupsize, "--v_groupsize");
   check_clip(a_clip_ratio, "--a_clip_ratio");
   check_clip(k_clip_ratio, "--k_clip_ratio");
   check_clip(v_clip_ratio, "--v_clip_ratio");
@@ -86,6 +89,14 @@ void QuantConfig::validate() const {
   LOWBIT_CHECK(w_bits_vision >= -1 && w_bits_projector >= -1, ArgError, "per-tower weight bits must be -1 or a width");
   check_clip(vita_clip_ratio, "--vita_clip_ratio");
   check_clip(lma_clip_ratio, "--lma_clip_ratio");
+  LOWBIT_CHECK(auto_asym_rule == "seed" || auto_asym_rule == "lowbit", ArgError,
+               "auto-asym rule '{}' is not supported: seed (--a_auto_asym) or lowbit (--a_auto_asym_lowbit)",
+               auto_asym_rule);
+  // The seed's rule decides after weight quantization, so the activation quantizers cannot be
+  // on while GPTQ calibrates (the skew-based QuaRot has no --enable_aq_calibration).
+  LOWBIT_CHECK(!(a_auto_asym && auto_asym_rule == "seed" && enable_aq_calibration), ArgError,
+               "--a_auto_asym decides sym/asym after weight quantization (the skew-based QuaRot's order) and cannot "
+               "be combined with --enable_aq_calibration; use --a_auto_asym_lowbit");
 }
 
 nlohmann::json QuantConfig::to_json() const {
@@ -97,11 +108,11 @@ nlohmann::json QuantConfig::to_json() const {
                        {"blocksize", blocksize}, {"lm_head_w_bits", lm_head_w_bits}}},
           {"activations", {{"a_bits", a_bits}, {"a_groupsize", a_groupsize}, {"a_asym", a_asym},
                            {"a_clip_ratio", a_clip_ratio}, {"a_auto_asym", a_auto_asym},
-                           {"auto_asym_t1", auto_asym_t1}, {"auto_asym_t2", auto_asym_t2},
+                           {"auto_asym_rule", auto_asym_rule}, {"auto_asym_t1", auto_asym_t1}, {"auto_asym_t2", auto_asym_t2},
                            {"lm_head_a_bits", lm_head_a_bits}}},
           {"kv_cache", {{"k_bits", k_bits}, {"v_bits", v_bits}, {"k_groupsize", k_groupsize},
                         {"v_groupsize", v_groupsize}, {"k_asym", k_asym}, {"v_asym", v_asym},
-                        {"k_clip_ratio", k_clip_ratio}, {"v_clip_ratio", v_clip_ratio}}},
+                        {"k_clip_ratio", k_clip_ratio}, {"v_clip_ratio", v_clip_ratio}, {"k_had", k_had}}},
           {"rotation", {{"rotate", rotate}, {"rotate_seed", rotate_seed}, {"rotate_mode", rotate_mode},
                         {"fp32_had", fp32_had}}},
           {"vlm", {{"w_bits_vision", w_bits_vision}, {"w_bits_projector", w_bits_projector},
@@ -119,7 +130,7 @@ QuantConfig QuantConfig::from_json(const nlohmann::json& j) {
   try {
     int v = 0;
     read(j, "lowbit_quant_config_version", v);
-    LOWBIT_CHECK(v == 1 || v == kVersion, FormatError, "quantization config version {} is not supported (this lowbit reads {})",
+    LOWBIT_CHECK(v >= 1 && v <= kVersion, FormatError, "quantization config version {} is not supported (this lowbit reads {})",
                  v, kVersion);
     c.recipe = j.value("recipe", "");
     auto& w = j.at("weights");
@@ -141,6 +152,9 @@ QuantConfig QuantConfig::from_json(const nlohmann::json& j) {
     read(a, "a_asym", c.a_asym);
     read(a, "a_clip_ratio", c.a_clip_ratio);
     read(a, "a_auto_asym", c.a_auto_asym);
+    // v1/v2 had only lowbit's rule.
+    c.auto_asym_rule = "lowbit";
+    if (v >= 3) read(a, "auto_asym_rule", c.auto_asym_rule);
     read(a, "auto_asym_t1", c.auto_asym_t1);
     read(a, "auto_asym_t2", c.auto_asym_t2);
     read(a, "lm_head_a_bits", c.lm_head_a_bits);
@@ -153,6 +167,13 @@ QuantConfig QuantConfig::from_json(const nlohmann::json& j) {
     read(k, "v_asym", c.v_asym);
     read(k, "k_clip_ratio", c.k_clip_ratio);
     read(k, "v_clip_ratio", c.v_clip_ratio);
+    // v1/v2: -1 meant one scale per head (now 0); -1 is now the whole token's vector.
+    if (v < 3) {
+      if (c.k_groupsize == -1) c.k_groupsize = 0;
+      if (c.v_groupsize == -1) c.v_groupsize = 0;
+    }
+    c.k_had = false;  // v1/v2: R3 only when rotating
+    if (v >= 3) read(k, "k_had", c.k_had);
     auto& r = j.at("rotation");
     read(r, "rotate", c.rotate);
     read(r, "rotate_seed", c.rotate_seed);
@@ -207,8 +228,12 @@ std::string QuantConfig::summary() const {
   if (a_bits < 16)
     s += fmt::format(" a:{}{} clip{}", a_auto_asym ? "auto" : (a_asym ? "asym" : "sym"),
                      a_groupsize > 0 ? fmt::format(" g{}", a_groupsize) : "", a_clip_ratio);
-  if (k_bits < 16) s += fmt::format(" k:{}", a_auto_asym ? "auto" : (k_asym ? "asym" : "sym"));
-  if (v_bits < 16) s += fmt::format(" v:{}", v_asym ? "asym" : "sym");
+  auto kv_g = [](int64_t g) { return g < 0 ? std::string(" per-token") : g == 0 ? std::string(" per-head") : fmt::format(" g{}", g); };
+  const bool seed_rule = a_auto_asym && auto_asym_rule == "seed";  // K always sym, V follows v_proj
+  if (k_bits < 16)
+    s += fmt::format(" k:{}{}", seed_rule ? "sym" : a_auto_asym ? "auto" : (k_asym ? "asym" : "sym"), kv_g(k_groupsize));
+  if (v_bits < 16) s += fmt::format(" v:{}{}", seed_rule ? "auto" : v_asym ? "asym" : "sym", kv_g(v_groupsize));
+  if (a_auto_asym) s += " auto-asym:" + auto_asym_rule;
   return s;
 }
 
@@ -216,7 +241,8 @@ void apply_recipe(const std::string& name, QuantConfig& c) {
   c.recipe = name;
   auto w4a4kv4 = [&] {
     c.w_bits = 4; c.a_bits = 4; c.k_bits = 4; c.v_bits = 4;
-    c.k_asym = c.v_asym = true;  // QuaRot's KV defaults: asymmetric, per head
+    c.k_asym = c.v_asym = true;  // asymmetric, one scale per token and head (lowbit's recipes)
+    c.k_groupsize = c.v_groupsize = 0;
     c.a_clip_ratio = 0.9; c.k_clip_ratio = c.v_clip_ratio = 0.95;
   };
   if (name == "quarot-w4a4kv4" || name == "quarot-rtn-w4a4kv4") {
@@ -229,6 +255,7 @@ void apply_recipe(const std::string& name, QuantConfig& c) {
     c.w_bits = 4; c.a_bits = 4; c.a_clip_ratio = 0.9; c.rotate = true; c.w_clip = true; c.use_v2 = true;
   } else if (name == "rtn-w4a4kv4") {
     w4a4kv4(); c.w_rtn = true;
+    c.k_had = false;  // "no rotation": not even QuaRot's R3 on Q/K
   } else if (name == "gptq-w4a16-g128") {
     c.w_bits = 4; c.w_groupsize = 128;
   } else if (name == "gptq-w4a16") {

@@ -11,7 +11,11 @@
 namespace lowbit {
 
 struct QuantConfig {
-  static constexpr int kVersion = 2;  // 2: rotate_mode; fp32_had is real (v1 files read as fp32_had)
+  // 2: rotate_mode; fp32_had is real (v1 files read as fp32_had).
+  // 3: k/v_groupsize -1 = the token's whole K/V vector (QuaRot), 0 = per head (what -1 meant
+  //    in v1/v2, read as 0); auto_asym_rule (v1/v2 files read as "lowbit"); the "vlm" section
+//    of per-tower settings (absent: the defaults).
+  static constexpr int kVersion = 3;
 
   // ---- weights
   int w_bits = 16;              // 16: keep (a VLM: the language model's, and the default of every tower)
@@ -33,14 +37,24 @@ struct QuantConfig {
   bool a_asym = false;
   double a_clip_ratio = 1.0;
   bool a_auto_asym = false;     // skew-based per-layer sym/asym choice
+  // "seed": the skew-based QuaRot's rule (quant/auto_asym.h): statistics of each linear's
+  // output on the first calibration window after weight quantization, per linear;
+  // "lowbit": lowbit's own (statistics of each shared input over all calibration windows
+  // before weight quantization, per input site, K cache included).
+  std::string auto_asym_rule = "seed";
   double auto_asym_t1 = 0.1;    // |mean|/std threshold
-  double auto_asym_t2 = 0.5;    // |skewness| threshold
+  double auto_asym_t2 = 0.2;    // |skewness| threshold (the seed's 0.2; lowbit's rule defaults to 0.5)
   int lm_head_a_bits = 16;
 
-  // ---- KV cache (per head; groupsize -1 = head_dim)
+  // ---- KV cache. groupsize -1: one scale per token over its whole K (or V) vector, all
+  // KV heads together (QuaRot's -1); 0: one scale per token and head (groups of head_dim);
+  // g > 0: groups of g channels (g divides head_dim).
   int k_bits = 16, v_bits = 16;
   int64_t k_groupsize = -1, v_groupsize = -1;
   bool k_asym = false, v_asym = false;
+  // R3 (the online Hadamard on Q and K after RoPE) whenever K is quantized, --rotate or not,
+  // as QuaRot's QKRotationWrapper does. v1/v2 files read as false: R3 only when rotating.
+  bool k_had = true;
   double k_clip_ratio = 1.0, v_clip_ratio = 1.0;
 
   // ---- rotation
@@ -81,7 +95,11 @@ struct QuantConfig {
   bool quantizes_acts() const { return a_bits < 16; }
   bool quantizes_kv() const { return k_bits < 16 || v_bits < 16; }
   bool any() const { return quantizes_weights() || quantizes_acts() || quantizes_kv() || rotate; }
-  bool needs_calibration() const { return (quantizes_weights() && !w_rtn) || (a_auto_asym && (quantizes_acts() || k_bits < 16)); }
+  // Auto-asym statistics: the seed's rule decides activation inputs and V; lowbit's, inputs and K.
+  bool auto_asym_used() const {
+    return a_auto_asym && (auto_asym_rule == "seed" ? quantizes_acts() || v_bits < 16 : quantizes_acts() || k_bits < 16);
+  }
+  bool needs_calibration() const { return (quantizes_weights() && !w_rtn) || auto_asym_used(); }
 
   // Throws ArgError naming the flag for impossible settings.
   void validate() const;

@@ -1,5 +1,7 @@
 #include "quant/driver.h"
 
+#include "quant/auto_asym.h"
+
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -80,7 +82,8 @@ std::shared_ptr<QuantRuntime> prepare(LlamaModel& m, const QuantConfig& cfg, nlo
   auto rt = std::make_shared<QuantRuntime>();
   rt->cfg = cfg;
   if (cfg.k_bits < 16 && !cfg.rotate)
-    log_warn("K-cache quantized without --rotate: no online Q/K Hadamard (R3), expect a large accuracy loss");
+    log_info(cfg.k_had ? "K-cache quantized without --rotate: the online Q/K Hadamard (R3) still runs, as in QuaRot"
+                       : "K-cache quantized without --rotate and without R3 (a v1/v2 checkpoint's config)");
   if (cfg.rotate) {
     RotationConfig rc;
     rc.rotate = true;
@@ -133,6 +136,39 @@ nlohmann::json auto_asym_pass(LlamaModel& m, QuantRuntime& rt, const std::vector
       for (Linear* lin : grp) rt.asym[lin->name] = rt.asym.at(grp.front()->name);
   log_info(fmt::format("auto-asym: {} of {} activation sites asymmetric (|mean|/std > {} or |skew| > {})", n_asym,
                        stats.size(), rt.cfg.auto_asym_t1, rt.cfg.auto_asym_t2));
+  return decisions;
+}
+
+// The seed's rule (quant/auto_asym.h): one forward of the first calibration window with the
+// quantizers off; each linear's output is computed from its group's (rotated) input as the
+// observer sees it, and that linear's own input quantizer (and v_proj's V cache) decided.
+nlohmann::json seed_auto_asym_pass(LlamaModel& m, QuantRuntime& rt, const std::vector<int32_t>& window) {
+  std::map<std::string, std::vector<Linear*>> group_of;  // site (a group's first linear) -> the group
+  for (Block* b : m.blocks())
+    for (auto& grp : b->groups()) group_of[grp.front()->name] = grp;
+  nlohmann::json decisions = nlohmann::json::object();
+  int n_asym = 0;
+  std::vector<float> y;
+  ForwardOptions fo;
+  fo.act_quant = false;
+  fo.observer = [&](const std::string& site, const float* x, int64_t rows, int64_t cols) {
+    auto it = group_of.find(site);
+    if (it == group_of.end()) return;  // the K-cache site: the seed never decides K
+    for (Linear* lin : it->second) {
+      LOWBIT_ASSERT(lin->in() == cols);
+      y.resize(size_t(rows * lin->out()));
+      linear_product(*m.backend, *lin, x, rows, y.data());  // [rows, out], bias included
+      const SeedSkewStats st = seed_skew_stats(y.data(), int64_t(y.size()));
+      const bool a = seed_choose_asym(st, rt.cfg.auto_asym_t1, rt.cfg.auto_asym_t2);
+      rt.asym[lin->name] = a;
+      n_asym += a;
+      decisions[lin->name] = {{"asym", a}, {"mean", st.mean}, {"std", st.std}, {"skewness", st.skew}};
+    }
+  };
+  m.forward(window.data(), int64_t(window.size()), nullptr, fo);
+  log_info(fmt::format("auto-asym (seed rule, first calibration window, linear outputs): {} of {} linears' inputs "
+                       "asymmetric (|mean|/std > {} or |skew| > {}); K symmetric, V as v_proj",
+                       n_asym, decisions.size(), rt.cfg.auto_asym_t1, rt.cfg.auto_asym_t2));
   return decisions;
 }
 
@@ -430,8 +466,11 @@ QuantizedModel quantize_model(LlamaModel& m, const QuantConfig& cfg, const std::
   out.runtime = prepare(m, cfg, rep);
   QuantRuntime& rt = *out.runtime;
 
-  if (cfg.a_auto_asym && (cfg.a_bits < 16 || cfg.k_bits < 16 || cfg.lm_head_a_bits < 16)) {
-    LOWBIT_CHECK(!calib.empty(), ArgError, "--a_auto_asym needs calibration data (--cal_dataset)");
+  const bool seed_asym = cfg.a_auto_asym && cfg.auto_asym_rule == "seed" && (cfg.a_bits < 16 || cfg.v_bits < 16);
+  if (seed_asym) LOWBIT_CHECK(!calib.empty(), ArgError, "--a_auto_asym needs calibration data (--cal_dataset)");
+  if (cfg.a_auto_asym && cfg.auto_asym_rule == "lowbit" &&
+      (cfg.a_bits < 16 || cfg.k_bits < 16 || cfg.lm_head_a_bits < 16)) {
+    LOWBIT_CHECK(!calib.empty(), ArgError, "--a_auto_asym_lowbit needs calibration data (--cal_dataset)");
     rep["auto_asym"] = auto_asym_pass(m, rt, calib);
     install_runtime(m, rt);
   }
@@ -453,9 +492,10 @@ QuantizedModel quantize_model(LlamaModel& m, const QuantConfig& cfg, const std::
     if (cfg.use_v2) Xfp = Xq;
     rep["state_budget_bytes"] = gptq_blocks(blocks, Xq, Xfp, cfg, plan, rep["layers"], opt);
   }
-  if (cfg.lm_head_w_bits < 16) {
-    Linear& h = m.lm_head;
-    set_quantized(h, rtn(h.weight_f32().f32(), h.out(), h.in(), weight_spec(cfg, cfg.lm_head_w_bits)), false);
+  if (cfg.lm_head_w_bits < 16) rtn_linear(m.lm_head, cfg, cfg.lm_head_w_bits);
+  if (seed_asym) {  // after weight quantization, as the skew-based QuaRot orders it
+    rep["auto_asym"] = seed_auto_asym_pass(m, rt, calib.front());
+    install_runtime(m, rt);
   }
   rep["seconds"] = now_s() - t_start;
   rep["peak_rss_mb"] = peak_rss_mb();

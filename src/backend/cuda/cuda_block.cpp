@@ -35,6 +35,9 @@ bool supported(const LlamaLayer& L, const BlockCtx* ctx) {
   if (ctx && (ctx->cache || (ctx->observer && *ctx->observer) || ctx->start != 0)) return false;
   for (const Linear* l : L.linears())
     if (!l->W.defined() || l->bias.defined()) return false;
+  for (const auto& grp : L.groups())  // per-linear input quantizers (seed auto-asym): the generic path
+    for (const Linear* l : grp)
+      if (!(l->aq == grp.front()->aq)) return false;
   return true;
 }
 
@@ -134,8 +137,8 @@ bool llama_advance(const LlamaLayer& L, int g, BlockState& st, const BlockCtx& c
       transform(L.qk_rot, S.q.get(), T, Hq * D, S);
       transform(L.qk_rot, S.k.get(), T, Hkv * D, S);
       if (ctx.act_quant) {
-        quantize_act(L.k_quant, S.k.get(), T * Hkv, D);  // per head: rows [T·Hkv, D]
-        quantize_act(L.v_quant, S.v.get(), T * Hkv, D);
+        quantize_act(L.k_quant, S.k.get(), T, Hkv * D);  // per token [T, Hkv·D], groups of groupsize
+        quantize_act(L.v_quant, S.v.get(), T, Hkv * D);
       }
       S.a.ensure(size_t(T * Hq * D));
       attention(S.q.get(), S.k.get(), S.v.get(), S.a.get(), T, T, Hq, Hkv, D, 0, float(1.0 / std::sqrt(double(D))),
