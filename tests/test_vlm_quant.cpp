@@ -183,6 +183,48 @@ TEST(VlmQuant, VitModuleActivations) {
   }
 }
 
+// --a_auto_asym on a VLM: the seed's rule decides every tower's linears (vision and projector
+// under --vit_module) from one multimodal sample; the decisions reach the quantizers and the
+// checkpoint (reloaded logits equal). lowbit's rule decides per shared input.
+TEST(VlmQuant, AutoAsymEveryTower) {
+  LOWBIT_REQUIRE_SHARED(photo, "data/images/extreme_ironing.jpg");
+  LOWBIT_REQUIRE_SHARED(dir, "models/tiny-llava-1.5");
+  const std::string tmp = test::temp_dir("vlmq_asym");
+  for (const char* rule : {"seed", "lowbit"}) {
+    Loaded m = load(dir);
+    QuantConfig c;
+    c.w_bits = 4;
+    c.w_rtn = true;
+    c.a_bits = 4;
+    c.vit_module = true;
+    c.a_auto_asym = true;
+    c.auto_asym_rule = rule;
+    c.auto_asym_t2 = 0.5;
+    c.cal_dataset = write_conversations(tmp);
+    c.cal_image_folder = fs::path(photo).parent_path().string();
+    c.nsamples = 2;
+    const VlmCalibration cal = load_vlm_calibration(c, *m.tok, dir, 2048);
+    const QuantizedModel q = quantize_vlm(*m.vlm, c, *m.tok, cal);
+    const VlmParts P = m.vlm->parts();
+    const nlohmann::json& d = q.report["auto_asym"];
+    const Linear& fc1 = P.vision->layers[0].fc1;
+    ASSERT_TRUE(d.contains(fc1.name)) << rule;
+    EXPECT_TRUE(d.contains(P.projector_out->name)) << rule;
+    EXPECT_TRUE(d.contains("model.layers.0.mlp.down_proj")) << rule;
+    EXPECT_EQ(fc1.aq.asym, d[fc1.name]["asym"].get<bool>()) << rule;
+    EXPECT_EQ(P.projector_out->aq.asym, d[P.projector_out->name]["asym"].get<bool>()) << rule;
+    int n_asym = 0, n = 0;
+    for (auto& [k, v] : d.items()) n_asym += v["asym"].get<bool>(), ++n;
+    EXPECT_GT(n_asym, 0) << rule;  // both outcomes occur: the decisions are real
+    EXPECT_LT(n_asym, n) << rule;
+    const std::string out = tmp + "/q_" + rule;
+    save_quantized_vlm(*m.vlm, q, dir, out);
+    const Probe a = probe(*m.vlm, dir, *m.tok, photo);
+    std::unique_ptr<Vlm> r = load_vlm(out);
+    EXPECT_EQ(probe(*r, out, *m.tok, photo).logits, a.logits) << rule;
+  }
+}
+
 // GPTQ on every tower from a conversation JSON (+ image folder), GPTAQ and vision activation
 // quantization, with all skip-last flags: in the checkpoint exactly the named linears are stored
 // as the source's tensors (bit for bit), every other linear of a used layer as packed codes; the

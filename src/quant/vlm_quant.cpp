@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -18,6 +19,8 @@
 #include "io/safetensors.h"
 #include "models/llama_names.h"
 #include "quant/checkpoint.h"
+#include "quant/qgrid.h"
+#include "quant/auto_asym.h"
 #include "quant/checkpoint_meta.h"
 #include "quant/rotation.h"
 #include "quant/runtime.h"
@@ -121,6 +124,101 @@ std::vector<BlockState> capture(Vlm& vlm, const Tokenizer& tok, const VlmCalibra
   return out;
 }
 
+int64_t sample_count(const VlmCalibration& calib) {
+  return int64_t(calib.multimodal.empty() ? calib.text.size() : calib.multimodal.size());
+}
+
+// Calibration sample s through the whole model (vision → projector → decoder) with `fo`.
+void forward_sample(Vlm& vlm, const Tokenizer& tok, const VlmCalibration& calib, size_t s, const ForwardOptions& fo,
+                    int64_t max_len) {
+  const VlmParts P = vlm.parts();
+  if (calib.multimodal.empty()) {
+    const std::vector<int32_t>& ids = calib.text[s];
+    P.language->forward(ids.data(), int64_t(ids.size()), nullptr, fo);
+    return;
+  }
+  const VlmCalibSample& smp = calib.multimodal[s];
+  std::vector<Image> imgs;
+  for (const std::string& p : smp.images) imgs.push_back(decode_image(p));
+  vlm.set_images(imgs);
+  std::vector<int32_t> ids = vlm.prompt_ids(tok, smp.text);
+  truncate_ids(ids, max_len, P.image_token_id);
+  const std::vector<float> x = vlm.embed(ids, fo);
+  P.language->forward_embeds(x.data(), int64_t(ids.size()), nullptr, fo);
+}
+
+// Every group of every tower the driver walks, by its site (the group's first linear).
+std::map<std::string, std::vector<Linear*>> groups_by_site(const VlmParts& P) {
+  std::map<std::string, std::vector<Linear*>> g;
+  for (int t = 0; t < 3; ++t)
+    for (Block* b : tower_blocks(P, t))
+      for (auto& grp : b->groups()) g[grp.front()->name] = grp;
+  return g;
+}
+
+// The skew-based QuaRot's rule (quant/auto_asym.h) on every tower: after weight quantization,
+// one forward of the first calibration sample with the quantizers off; each linear's output
+// decides its own input quantizer (v_proj's also the V cache; K stays symmetric).
+nlohmann::json seed_auto_asym(Vlm& vlm, const Tokenizer& tok, const VlmCalibration& calib, QuantRuntime& rt,
+                              int64_t max_len) {
+  const auto group_of = groups_by_site(vlm.parts());
+  nlohmann::json decisions = nlohmann::json::object();
+  int n_asym = 0;
+  std::vector<float> y;
+  ForwardOptions fo;
+  fo.act_quant = false;
+  fo.observer = [&](const std::string& site, const float* x, int64_t rows, int64_t cols) {
+    auto it = group_of.find(site);
+    if (it == group_of.end()) return;  // K-cache and lm_head sites: not decided by the seed
+    for (Linear* lin : it->second) {
+      LOWBIT_ASSERT(lin->in() == cols);
+      y.resize(size_t(rows * lin->out()));
+      linear_product(default_backend(), *lin, x, rows, y.data());  // [rows, out], bias included
+      const SeedSkewStats st = seed_skew_stats(y.data(), int64_t(y.size()));
+      const bool a = seed_choose_asym(st, rt.cfg.auto_asym_t1, rt.cfg.auto_asym_t2);
+      rt.asym[lin->name] = a;
+      n_asym += a;
+      decisions[lin->name] = {{"asym", a}, {"mean", st.mean}, {"std", st.std}, {"skewness", st.skew}};
+    }
+  };
+  forward_sample(vlm, tok, calib, 0, fo, max_len);
+  log_info(fmt::format("auto-asym (seed rule, first calibration sample, linear outputs, every tower): {} of {} "
+                       "linears' inputs asymmetric",
+                       n_asym, decisions.size()));
+  return decisions;
+}
+
+// lowbit's rule on every tower: before weight quantization, skew statistics of every shared input
+// (and each layer's K) over all calibration samples; group-mates share the site's decision.
+nlohmann::json lowbit_auto_asym(Vlm& vlm, const Tokenizer& tok, const VlmCalibration& calib, QuantRuntime& rt,
+                                int64_t max_len) {
+  std::map<std::string, ActStats> stats;
+  ForwardOptions fo;
+  fo.act_quant = false;
+  fo.observer = [&](const std::string& site, const float* x, int64_t rows, int64_t cols) {
+    stats[site].add(x, rows * cols);
+  };
+  const int64_t n = sample_count(calib);
+  Progress prog("auto-asym statistics", n);
+  for (int64_t s = 0; s < n; ++s) {
+    forward_sample(vlm, tok, calib, size_t(s), fo, max_len);
+    prog.update(s + 1);
+  }
+  prog.finish();
+  nlohmann::json decisions = nlohmann::json::object();
+  for (auto& [site, st] : stats) {
+    const bool a = st.choose_asym(rt.cfg.auto_asym_t1, rt.cfg.auto_asym_t2);
+    rt.asym[site] = a;
+    const double sd = st.stddev();
+    decisions[site] = {{"asym", a}, {"mean_over_std", sd > 0 ? std::fabs(st.mean()) / sd : 0.0},
+                       {"skewness", st.skewness()}};
+  }
+  for (auto& [site, grp] : groups_by_site(vlm.parts()))
+    if (rt.asym.count(site))
+      for (Linear* lin : grp) rt.asym[lin->name] = rt.asym.at(site);
+  return decisions;
+}
+
 }  // namespace
 
 void install_vlm_runtime(const VlmParts& P, const QuantRuntime& rt) {
@@ -128,13 +226,22 @@ void install_vlm_runtime(const VlmParts& P, const QuantRuntime& rt) {
   lm.cfg.a_clip_ratio = std::min(rt.cfg.a_clip_ratio, rt.cfg.lma_clip_ratio);
   install_runtime(*P.language, lm);
   const ActQuant aq = vision_act_quant(rt.cfg);
+  // Under auto-asym each linear's input quantizer takes its decision (when the pass made one).
+  auto site_aq = [&](const Linear& lin) {
+    ActQuant q = aq;
+    if (rt.cfg.a_auto_asym && q.on()) {
+      auto it = rt.asym.find(lin.name);
+      if (it != rt.asym.end()) q.asym = it->second;
+    }
+    return q;
+  };
   for (size_t l = 0; l < P.vision->layers.size(); ++l)
     for (Linear* lin : P.vision->layers[l].linears()) {
-      lin->aq = int64_t(l) < P.vision_layers ? aq : ActQuant{};
+      lin->aq = int64_t(l) < P.vision_layers ? site_aq(*lin) : ActQuant{};
       lin->rot = {};
     }
   for (Linear* lin : P.projector->linears()) {
-    lin->aq = aq;
+    lin->aq = site_aq(*lin);
     lin->rot = {};
   }
 }
@@ -146,7 +253,6 @@ QuantizedModel quantize_vlm(Vlm& vlm, const QuantConfig& cfg, const Tokenizer& t
   LOWBIT_CHECK(P.family != "llava_original", ArgError,
                "quantizing the original LLaVA layout (LlavaLlamaForCausalLM + --vision-tower) is not supported; use "
                "the llava-hf layout (LlavaForConditionalGeneration)");
-  LOWBIT_CHECK(!cfg.a_auto_asym, ArgError, "--a_auto_asym is not supported on vision-language models yet");
   LlamaModel& lm = *P.language;
   // Activation groups must divide the input of every linear whose input is quantized.
   if (cfg.a_bits < 16 && cfg.a_groupsize > 0) {
@@ -206,6 +312,13 @@ QuantizedModel quantize_vlm(Vlm& vlm, const QuantConfig& cfg, const Tokenizer& t
                  "GPTQ needs calibration data: pass --cal_dataset (or --w_rtn)");
   }
   const int64_t max_len = cfg.cal_seqlen;
+  const bool seed_asym = cfg.a_auto_asym && cfg.auto_asym_rule == "seed" && cfg.auto_asym_used();
+  if (cfg.auto_asym_used())
+    LOWBIT_CHECK(sample_count(calib) > 0, ArgError, "--a_auto_asym needs calibration data (--cal_dataset)");
+  if (cfg.auto_asym_used() && !seed_asym) {  // lowbit's rule: before the weights
+    rep["auto_asym"] = lowbit_auto_asym(vlm, tok, calib, *rt, max_len);
+    install_vlm_runtime(P, *rt);
+  }
   // GPTAQ's full-precision inputs of each tower, before any weight is quantized.
   std::vector<BlockState> fp_in[3];
   if (gptq && cfg.use_v2)
@@ -236,6 +349,11 @@ QuantizedModel quantize_vlm(Vlm& vlm, const QuantConfig& cfg, const Tokenizer& t
   if (head) rtn_linear(lm.lm_head, cfg, cfg.lm_head_w_bits);
   if (cfg.lm_head_w_bits < 16 && cfg.skip_last_language)
     log_warn("--skip_last_language keeps lm_head in full precision; --lm_head_w_bits has no effect");
+
+  if (seed_asym) {  // the seed's rule: after weight quantization
+    rep["auto_asym"] = seed_auto_asym(vlm, tok, calib, *rt, max_len);
+    install_vlm_runtime(P, *rt);
+  }
 
   // The per-tower summary: settings and the per-layer relative output error.
   nlohmann::json towers = nlohmann::json::object();
