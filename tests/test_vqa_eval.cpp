@@ -321,6 +321,28 @@ TEST_F(VqaEval, BadInputs) {
   expect_error_line(run_lowbit(args(a_->model, "nocaps", *q_, a_->images, other)), "--task", 2);
 }
 
+// Quantization flags quantize the VLM in memory before answering (as eval ppl); they are part of
+// the run's fingerprint, so full-precision answers are never mixed with quantized ones.
+TEST_F(VqaEval, InMemoryQuantization) {
+  const std::string out = *root_ + "/quant";
+  RunResult r = run_lowbit(args(a_->model, "vqav2", *q_, a_->images, out, "--limit 2 --wbits 16,16,4 --w_rtn"));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(records(out).size(), 2u);
+  const json q = load(out + "/run.json")["config"]["quantization"];
+  ASSERT_TRUE(q.is_object()) << q;
+  EXPECT_EQ(q["weights"]["w_bits"], 4);
+  EXPECT_EQ(q["vlm"]["w_bits_vision"], 16);
+  // The same directory without the flags: refused, naming the quantization.
+  r = run_lowbit(args(a_->model, "vqav2", *q_, a_->images, out, "--limit 2"));
+  expect_error_line(r, "quantization", 2);
+  // The full-precision reference's first two answers cannot be reused by a quantized run either.
+  const std::string mixed = *root_ + "/quant_mixed";
+  fs::create_directories(mixed);
+  fs::copy(*ref_ + "/answers.jsonl", mixed + "/answers.jsonl");
+  expect_error_line(run_lowbit(args(a_->model, "vqav2", *q_, a_->images, mixed, "--wbits 16,16,4 --w_rtn")),
+                    "different run", 2);
+}
+
 // TextVQA: LLaVA's jsonl (question_id = the TextVQA image_id, repeated) + TextVQA_0.5.1_val.json;
 // vicuna_v1 prompt; EvalAI-processed soft accuracy.
 TEST_F(VqaEval, TextVqa) {

@@ -1,6 +1,7 @@
 // lowbit eval vqa — a vision-language model answers VQAv2 / TextVQA / VizWiz / ScienceQA,
 // resumably, scored as the official evaluators score (src/eval/vqa_*.h).
 #include "cli/cli.h"
+#include "cli/quant_flags.h"
 #include "eval/vqa_eval.h"
 #include "io/image.h"
 #include "models/templates.h"
@@ -12,6 +13,7 @@ void add_eval_vqa(CLI::App* eval, Common& common, Runner* run) {
   struct Opts {
     VqaEvalOptions e;
     std::string shard;
+    QuantFlags flags;
   };
   auto o = std::make_shared<Opts>();
   o->e.max_image_pixels = kDefaultMaxImagePixels;
@@ -25,7 +27,7 @@ void add_eval_vqa(CLI::App* eval, Common& common, Runner* run) {
   v->add_option("--annotations,--annotation-file,--annotation_file", o->e.annotations,
                 "ground truth (VQAv2 annotations, TextVQA_0.5.1_val.json, VizWiz val.json; ScienceQA problems.json: "
                 "pid_splits.json)");
-  v->add_option("--images,--image-folder,--image_folder", o->e.images, "image directory")->required();
+  v->add_option("--images", o->e.images, "image directory of the questions (--image_folder is the calibration images of the quantization flags)")->required();
   v->add_option("--output", o->e.output, "output directory (answers.jsonl, results.json, accuracy.json)")->required();
   v->add_option("--limit", o->e.limit, "answer only the first N questions of the file (-1: all)")
       ->check(minus_one_or_at_least(1));
@@ -51,9 +53,11 @@ void add_eval_vqa(CLI::App* eval, Common& common, Runner* run) {
   v->add_option("--tokenizer", o->e.tokenizer, "auto | json | spm")->capture_default_str();
   v->add_option("--threads", common.threads, "CPU threads (0: all cores)")->check(CLI::Range(0, 4096));
   v->add_flag("--quiet", common.quiet, "no progress output");
+  o->flags.add(v);  // in-memory quantization of the whole VLM before answering (as eval ppl)
   *run = [o, &common]() {
     apply_common(common);
     if (!o->shard.empty()) parse_vqa_shard(o->shard, &o->e.shard_index, &o->e.shard_count);
+    o->e.quant = [f = &o->flags](int64_t max_context) { return f->resolve(max_context); };
     return run_vqa_eval(o->e);
   };
 }

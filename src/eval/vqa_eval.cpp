@@ -25,6 +25,9 @@
 #include "models/loader.h"
 #include "models/templates.h"
 #include "models/vlm.h"
+#include "models/vlm_common.h"
+#include "quant/checkpoint.h"
+#include "quant/vlm_quant.h"
 
 namespace lowbit {
 
@@ -70,6 +73,19 @@ json dir_identity(const std::string& dir) {
   std::sort(weights.begin(), weights.end());
   id["weights"] = weights;
   return id;
+}
+
+// The language model's context (max_position_embeddings, HF's default when left out) from
+// config.json, without loading the model; -1 when the file does not say.
+int64_t language_context(const std::string& dir) {
+  const fs::path p = fs::path(dir) / "config.json";
+  if (!fs::is_regular_file(p)) return -1;
+  const json j = json::parse(read_text_file(p.string()), nullptr, false);
+  if (!j.is_object()) return -1;
+  const json t = j.contains("text_config") && j["text_config"].is_object() ? llama_text_config(j["text_config"]) : j;
+  if (t.contains("max_position_embeddings") && t["max_position_embeddings"].is_number_integer())
+    return t["max_position_embeddings"].get<int64_t>();
+  return -1;
 }
 
 // Token ids of the end-of-turn tokens the templates write, where the vocabulary has them.
@@ -196,6 +212,10 @@ int run_vqa_eval(const VqaEvalOptions& o) {
   LOWBIT_CHECK(!d.questions.empty(), FormatError, "--questions {}: no questions", o.questions);
   const std::string tname = o.template_name == "auto" ? resolve_template("auto", o.model) : o.template_name;
   const int64_t max_new = o.max_new_tokens > 0 ? o.max_new_tokens : vqa_default_max_new_tokens(task);
+  QuantConfig qc;
+  if (o.quant) qc = o.quant(language_context(o.model));
+  LOWBIT_CHECK(!qc.any() || !is_quantized_checkpoint(o.model), ArgError,
+               "{} is already quantized; quantization flags apply to full-precision models", o.model);
 
   // What determines the answers (fingerprinted) — contents, not paths, so shards from other
   // machines merge; the paths are kept for reading in run.json's "paths".
@@ -207,7 +227,7 @@ int run_vqa_eval(const VqaEvalOptions& o) {
                  {"max_new_tokens", max_new},
                  {"tokenizer", o.tokenizer},
                  {"decoding", "greedy"},
-                 {"quantization", nullptr}};
+                 {"quantization", qc.any() ? qc.to_json() : json(nullptr)}};
   if (task == VqaTask::ScienceQA) config["split"] = o.split;
   const std::string fingerprint = fnv1a_hex(config.dump());
 
@@ -239,6 +259,10 @@ int run_vqa_eval(const VqaEvalOptions& o) {
   if (!run.empty()) {
     std::unique_ptr<Vlm> m = load_vlm(o.model, o.vision_tower);
     std::unique_ptr<Tokenizer> tok = load_tokenizer(o.model, o.tokenizer);
+    if (qc.any()) {  // the whole VLM, tower by tower, in memory
+      log_info(fmt::format("quantizing {} in memory: {}", o.model, qc.summary()));
+      quantize_vlm_in_memory(*m, qc, *tok, o.model);
+    }
     const std::string arch = m->architecture();
     const std::string auto_t = resolve_template("auto", o.model);
     const TemplateContext ctx = template_context(o.model);

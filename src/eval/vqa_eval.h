@@ -17,9 +17,14 @@
 // questions whose index k (after --limit) has k mod n == i and writes to OUT/shard-i-of-n/;
 // --merge reads OUT/shard-*-of-n/answers.jsonl (all n shards, complete, same fingerprint) and
 // writes OUT/answers.jsonl and the reports as an unsharded run would.
+// Quantization flags are part of the fingerprint; the model is quantized only when questions remain
+// to be answered (a rerun that only rescores loads nothing).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
+
+#include "quant/config.h"
 
 namespace lowbit {
 
@@ -33,6 +38,10 @@ struct VqaEvalOptions {
   int64_t max_image_pixels = 0;           // 0: the image decoder's default budget
   int64_t shard_index = 0, shard_count = 1;
   bool merge = false, skip_missing = false, force = false;
+  // In-memory quantization (the quantization flags, as `eval ppl` takes them): called with the
+  // language model's context; a config with any() quantizes the whole VLM tower by tower
+  // (quantize_vlm_in_memory) before answering. Empty: none.
+  std::function<QuantConfig(int64_t max_context)> quant;
 };
 
 // "i/n" → (i, n); ArgError naming --shard unless 0 <= i < n.

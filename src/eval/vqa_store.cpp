@@ -53,6 +53,12 @@ std::vector<json> parse_records(const std::string& text, const std::string& path
   return out;
 }
 
+// A value for an error message: its JSON, cut at 40 characters.
+std::string short_dump(const json& v) {
+  const std::string s = v.dump();
+  return s.size() <= 40 ? s : s.substr(0, 40) + "…";
+}
+
 }  // namespace
 
 std::vector<json> read_vqa_answers(const std::string& path, bool* torn) {
@@ -95,7 +101,7 @@ VqaAnswerStore::VqaAnswerStore(const std::string& dir, const json& config, const
         for (const auto& [k, v] : config.items())
           if (!old["config"].contains(k) || old["config"][k] != v)
             what += fmt::format("{}{} ({} there, {} now)", what.empty() ? "" : ", ", k,
-                                old["config"].contains(k) ? old["config"][k].dump() : "unset", v.dump());
+                                old["config"].contains(k) ? short_dump(old["config"][k]) : "unset", short_dump(v));
     }
     ::close(fd_);
     fd_ = -1;
