@@ -332,6 +332,17 @@ TEST_F(VqaEval, InMemoryQuantization) {
   ASSERT_TRUE(q.is_object()) << q;
   EXPECT_EQ(q["weights"]["w_bits"], 4);
   EXPECT_EQ(q["vlm"]["w_bits_vision"], 16);
+  // A checkpoint written by `lowbit quantize` with the same flags loads in eval vqa and answers
+  // exactly as the in-memory quantization did (packed codes vs fake-quantized weights).
+  const std::string ckpt = *root_ + "/quant_ckpt";
+  r = run_lowbit("quantize --model " + a_->model + " --out " + ckpt + " --wbits 16,16,4 --w_rtn --quiet");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const std::string out_ckpt = *root_ + "/quant_ckpt_answers";
+  r = run_lowbit(args(ckpt, "vqav2", *q_, a_->images, out_ckpt, "--limit 2"));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto in_memory = records(out), from_ckpt = records(out_ckpt);
+  ASSERT_EQ(from_ckpt.size(), 2u);
+  for (const auto& [key, rec] : in_memory) EXPECT_EQ(from_ckpt.at(key)["text"], rec["text"]) << key;
   // The same directory without the flags: refused, naming the quantization.
   r = run_lowbit(args(a_->model, "vqav2", *q_, a_->images, out, "--limit 2"));
   expect_error_line(r, "quantization", 2);
