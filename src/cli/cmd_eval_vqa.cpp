@@ -27,7 +27,8 @@ void add_eval_vqa(CLI::App* eval, Common& common, Runner* run) {
   v->add_option("--annotations,--annotation-file,--annotation_file", o->e.annotations,
                 "ground truth (VQAv2 annotations, TextVQA_0.5.1_val.json, VizWiz val.json; ScienceQA problems.json: "
                 "pid_splits.json)");
-  v->add_option("--images", o->e.images, "image directory of the questions (--image_folder is the calibration images of the quantization flags)")->required();
+  v->add_option("--images", o->e.images, "image directory of the questions (not needed with --merge; --image_folder is the calibration images "
+                "of the quantization flags)");
   v->add_option("--output", o->e.output, "output directory (answers.jsonl, results.json, accuracy.json)")->required();
   v->add_option("--limit", o->e.limit, "answer only the first N questions of the file (-1: all)")
       ->check(minus_one_or_at_least(1));

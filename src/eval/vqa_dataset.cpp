@@ -224,8 +224,11 @@ VqaDataset load_vizwiz(const std::string& qfile, const std::string& afile) {
     q.answers = answer_list(x, afile, "image " + q.image);
     q.has_truth = true;
     if (x.contains("answer_type") && x["answer_type"].is_string()) q.groups["answer_type"] = x["answer_type"].get<std::string>();
-    if (x.contains("answerable") && x["answerable"].is_number())
-      q.groups["answerable"] = x["answerable"].get<double>() != 0 ? "answerable" : "unanswerable";
+    if (x.contains("answerable") && (x["answerable"].is_number() || x["answerable"].is_boolean()))
+      q.groups["answerable"] =
+          (x["answerable"].is_boolean() ? x["answerable"].get<bool>() : x["answerable"].get<double>() != 0)
+              ? "answerable"
+              : "unanswerable";
   }
   d.scored = true;
   return d;

@@ -206,7 +206,8 @@ int run_vqa_eval(const VqaEvalOptions& o) {
   LOWBIT_CHECK(o.vision_tower.empty() || is_llava_original_dir(o.model), ArgError,
                "--vision-tower is only for the original LLaVA layout (LlavaLlamaForCausalLM); {} is not one", o.model);
   LOWBIT_CHECK(!o.merge || o.shard_count == 1, ArgError, "--merge combines the shards; give it without --shard");
-  LOWBIT_CHECK(fs::is_directory(o.images), IoError, "--images {}: no such directory", o.images);
+  LOWBIT_CHECK(o.merge || !o.images.empty(), ArgError, "--images DIR is required (the questions' image directory)");
+  LOWBIT_CHECK(o.merge || fs::is_directory(o.images), IoError, "--images {}: no such directory", o.images);
 
   const VqaDataset d = load_vqa_dataset(task, o.questions, o.annotations, o.split);
   LOWBIT_CHECK(!d.questions.empty(), FormatError, "--questions {}: no questions", o.questions);
