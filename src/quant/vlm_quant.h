@@ -15,6 +15,9 @@
 // full-precision inputs X̃ are taken the same way before any weight is quantized.
 // RTN needs no calibration; a text-only --cal_dataset calibrates the language model alone (the
 // vision tower and projector then need RTN or 16 bits).
+// Auto-asym covers every tower: --a_auto_asym (the seed's rule: after the weights, each linear's
+// output on the first calibration sample decides its input quantizer) and --a_auto_asym_lowbit
+// (before the weights, each shared input's statistics over all samples).
 // The patch-embedding convolution (--quant_patch_embed) is quantized round-to-nearest (its input,
 // the unfolded patches, is not a block state); --skip_last_vision keeps the last used vision layer's
 // fc2, --skip_last_proj the projector's last linear, --skip_last_language lm_head in full precision.
