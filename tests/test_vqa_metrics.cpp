@@ -46,6 +46,9 @@ TEST(VqaMetrics, ProcessPunctuation) {
   EXPECT_EQ(vqa_process_punctuation("well - done"), "well  done");     // " -" → deleted, both spaces stay
   // Each mark decides by itself: ',' touches a space (deleted), '-' does not (space).
   EXPECT_EQ(vqa_process_punctuation("x, y-z"), "x y z");
+  // The condition reads the ORIGINAL text: in "a;-b" the ';' becomes a space ("a -b"), but '-'
+  // touched no space in "a;-b", so it is replaced too: "a  b" (judging "a -b" would delete it).
+  EXPECT_EQ(vqa_process_punctuation("a;-b"), "a  b");
   // A digit-comma-digit anywhere deletes every listed mark: "1,5 (a-b)" → "15 ab".
   EXPECT_EQ(vqa_process_punctuation("1,5 (a-b)"), "15 ab");
   // Every mark of the list: ; / [ ] " { } ( ) = + \ _ - > < @ ` , ? ! → one space each.
