@@ -152,9 +152,10 @@ TEST(ZeroShot, UnknownTaskAndBadRecords) {
 TEST(ZeroShot, EncodePairSplitsLikeHFLM) {
   LOWBIT_REQUIRE_SHARED(dir, "models/stories260K");
   auto tok = load_tokenizer(dir);
-  ASSERT_TRUE(tok->add_bos());
+  // stories260K's tokenizer.json post-processor is "<s> $A": transformers adds BOS.
+  ASSERT_TRUE(hf_adds_bos(dir, *tok));
   // Trailing whitespace of the context moves to the continuation.
-  LlRequest r = encode_request(*tok, "Once upon a ", "time");
+  LlRequest r = encode_request(*tok, "Once upon a ", "time", true);
   EXPECT_EQ(r.context, "Once upon a");
   EXPECT_EQ(r.continuation, " time");
   std::vector<int32_t> ctx = tok->encode("Once upon a"), whole = tok->encode("Once upon a time");
@@ -171,17 +172,34 @@ TEST(ZeroShot, EncodePairSplitsLikeHFLM) {
                                             {"option2", "Bob"},
                                             {"answer", 1}});
   for (size_t i = 0; i < 2; ++i) {
-    LlRequest w = encode_request(*tok, p.contexts[i], p.continuations[i]);
-    std::vector<int32_t> c = hf_encode(*tok, p.contexts[i]);
-    std::vector<int32_t> all = hf_encode(*tok, p.contexts[i] + " got the easier cases.");
+    LlRequest w = encode_request(*tok, p.contexts[i], p.continuations[i], true);
+    std::vector<int32_t> c = hf_encode(*tok, p.contexts[i], true);
+    std::vector<int32_t> all = hf_encode(*tok, p.contexts[i] + " got the easier cases.", true);
     EXPECT_EQ(w.cont_len, int64_t(all.size() - c.size()));
     EXPECT_EQ(std::vector<int32_t>(w.tokens.end() - w.cont_len, w.tokens.end()),
               std::vector<int32_t>(all.begin() + int64_t(c.size()), all.end()));
   }
   // Empty context: the prefix token (BOS) is the context.
-  LlRequest e = encode_request(*tok, "", " Hello");
+  LlRequest e = encode_request(*tok, "", " Hello", true);
   EXPECT_EQ(e.tokens[0], tok->bos_id());
   EXPECT_EQ(e.cont_len, int64_t(tok->encode(" Hello").size()));
+}
+
+TEST(ZeroShot, BosAsTransformersAddsIt) {
+  // tiny-llama3's tokenizer.json post-processor is "$A" alone: transformers' encode adds no
+  // BOS (checked with transformers 5.24: [53, 89, 437, ...] for "Question: ..."), although the
+  // tokenizer has one (<|begin_of_text|>, which lowbit's perplexity protocol prepends).
+  LOWBIT_REQUIRE_SHARED(dir, "models/tiny-llama3");
+  auto tok = load_tokenizer(dir);
+  EXPECT_TRUE(tok->add_bos());
+  EXPECT_FALSE(hf_adds_bos(dir, *tok));
+  LlRequest r = encode_request(*tok, "Question: Which gas do plants take in?\nAnswer:", " oxygen", false);
+  ASSERT_GE(r.tokens.size(), 3u);
+  EXPECT_EQ(r.tokens[0], 53);
+  EXPECT_EQ(r.tokens[1], 89);
+  EXPECT_EQ(r.tokens[2], 437);
+  // Without a tokenizer.json, the SentencePiece tokenizer's own rule.
+  EXPECT_TRUE(hf_adds_bos("", *tok));
 }
 
 TEST(ZeroShot, PrefixReuseEqualsFullForward) {
@@ -192,7 +210,7 @@ TEST(ZeroShot, PrefixReuseEqualsFullForward) {
                                           {"choices", {"a big dog", "a red ball", "the sun and a tree"}},
                                           {"answer", 0}});
   std::vector<LlRequest> reqs;
-  for (size_t i = 0; i < p.contexts.size(); ++i) reqs.push_back(encode_request(*tok, p.contexts[i], p.continuations[i]));
+  for (size_t i = 0; i < p.contexts.size(); ++i) reqs.push_back(encode_request(*tok, p.contexts[i], p.continuations[i], true));
   int64_t shared = -1, shared_off = -1;
   auto a = score_requests(m, reqs, m.cfg.max_position, true, &shared);
   auto b = score_requests(m, reqs, m.cfg.max_position, false, &shared_off);

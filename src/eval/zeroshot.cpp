@@ -209,7 +209,8 @@ nlohmann::json eval_zeroshot(LlamaModel& m, const Tokenizer& tok, const std::vec
   const int64_t max_len = m.cfg.max_position > 0 ? m.cfg.max_position : 2048;
   // Load and tokenize everything first: a bad file fails before hours of scoring.
   std::vector<std::vector<ZsItem>> all;
-  for (const auto& t : tasks) all.push_back(load_task(t, opt.tasks_dir, tok, opt.limit));
+  const bool add_bos = opt.add_bos >= 0 ? opt.add_bos == 1 : hf_adds_bos(m.dir, tok);
+  for (const auto& t : tasks) all.push_back(load_task(t, opt.tasks_dir, tok, opt.limit, add_bos));
   // lm-eval asserts every continuation fits the context window (it cannot left-truncate a
   // continuation); say which item does not, before any scoring.
   for (size_t ti = 0; ti < tasks.size(); ++ti)
@@ -276,7 +277,7 @@ nlohmann::json eval_zeroshot(LlamaModel& m, const Tokenizer& tok, const std::vec
     if (opt.log_samples) out["samples"][task] = std::move(samples);
   }
   out["config"] = {{"model", m.dir}, {"limit", opt.limit}, {"tasks_dir", opt.tasks_dir},
-                   {"max_length", max_len}, {"prefix_reuse", opt.prefix_reuse}};
+                   {"max_length", max_len}, {"prefix_reuse", opt.prefix_reuse}, {"add_bos", add_bos}};
   return out;
 }
 

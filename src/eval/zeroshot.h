@@ -8,8 +8,8 @@
 //   lambada_openai: words = text.split(' '); (join(words[:-1], ' '), " " + words[-1])
 // A request is tokenized like HFLM._encode_pair: trailing whitespace of the context moves
 // to the front of the continuation, whole = encode(context + continuation) and
-// ctx = encode(context), each with the tokenizer's own BOS (HFLM 0.4.13 leaves
-// add_special_tokens to the tokenizer: LLaMA tokenizers prepend BOS);
+// ctx = encode(context), each with a BOS exactly when Hugging Face's tokenizer adds one
+// (HFLM 0.4.13 leaves add_special_tokens to the tokenizer; see hf_adds_bos);
 // the continuation tokens are whole[len(ctx):]. The model sees
 // (ctx ++ continuation)[-(max_len+1):][:-1] (left-truncated to the context window) and
 //   ll(request)  = Σ_{continuation tokens t} log softmax(logits at t-1)[token t]
@@ -43,6 +43,9 @@ struct ZeroShotOptions {
   bool prefix_reuse = true;  // false: every request runs from position 0 (tests compare both)
   bool progress = true;
   bool log_samples = false;  // per-item loglikelihoods under "samples" (lm-eval's --log_samples)
+  // Whether requests start with BOS: -1 as Hugging Face's tokenizer of the model's
+  // directory does it (hf_adds_bos(m.dir)), 0 / 1 to force.
+  int add_bos = -1;
   int64_t bootstrap_iters = 100000;  // lambada perplexity stderr (lm-eval's default)
 };
 
@@ -87,15 +90,22 @@ Prompt make_prompt(const std::string& task, const nlohmann::json& doc);
 // What acc_norm divides by for a choice string (see zeroshot_tasks.cpp).
 int64_t choice_length(const std::string& choice);
 
-// HFLM.tok_encode: [BOS if the tokenizer adds one] + encode(text).
-std::vector<int32_t> hf_encode(const Tokenizer& tok, const std::string& text);
+// Whether transformers' tokenizer for `model_dir` prepends BOS in encode(text) (its default
+// add_special_tokens=True). transformers 5 builds it from tokenizer.json when present, and
+// then the post-processor alone decides (a template that starts with a special token;
+// tokenizer_config's add_bos_token is not consulted — checked with transformers 5.24);
+// with only tokenizer.model, LLaMA's SentencePiece tokenizer adds BOS (tok.add_bos()).
+bool hf_adds_bos(const std::string& model_dir, const Tokenizer& tok);
+// HFLM.tok_encode: [BOS if add_bos] + encode(text) (no BOS when text starts with the BOS string).
+std::vector<int32_t> hf_encode(const Tokenizer& tok, const std::string& text, bool add_bos);
 // _encode_pair: trailing whitespace moved, then whole / context tokenization (an empty
 // context becomes the prefix token, as HFLM.loglikelihood does).
-LlRequest encode_request(const Tokenizer& tok, const std::string& context, const std::string& continuation);
+LlRequest encode_request(const Tokenizer& tok, const std::string& context, const std::string& continuation,
+                         bool add_bos);
 
 // Reads <tasks_dir>/<task>.jsonl (first `limit` lines), IoError/FormatError naming file and line.
 std::vector<ZsItem> load_task(const std::string& task, const std::string& tasks_dir, const Tokenizer& tok,
-                              int64_t limit);
+                              int64_t limit, bool add_bos);
 
 // Scores the requests of one item: their common token prefix runs once when prefix_reuse
 // (its length goes to *shared_prefix when given). max_len: the model's context window.

@@ -11,6 +11,7 @@
 //                            continuation " " + strip(post)
 //   lambada_openai           words = text.split(' '); context " ".join(words[:-1]),
 //                            continuation " " + words[-1]
+#include <filesystem>
 #include <fstream>
 
 #include "core/error.h"
@@ -168,12 +169,19 @@ Prompt make_prompt(const std::string& task, const nlohmann::json& doc) {
   return p;
 }
 
-// HFLM.tok_encode with add_special_tokens left to the tokenizer: its BOS when it adds one
-// (LLaMA's do), except when the text already starts with the BOS string.
-std::vector<int32_t> hf_encode(const Tokenizer& tok, const std::string& text) {
+bool hf_adds_bos(const std::string& model_dir, const Tokenizer& tok) {
+  const std::string json_path = model_dir + "/tokenizer.json";
+  // The file's own view (JsonTokenizer: add_bos iff the post-processor leads with a special token).
+  if (!model_dir.empty() && std::filesystem::is_regular_file(json_path)) return load_tokenizer_json(json_path)->add_bos();
+  return tok.add_bos();
+}
+
+// HFLM.tok_encode with add_special_tokens left to the tokenizer: BOS when it adds one,
+// except when the text already starts with the BOS string.
+std::vector<int32_t> hf_encode(const Tokenizer& tok, const std::string& text, bool add_bos) {
   std::vector<int32_t> ids;
   const int32_t bos = tok.bos_id();
-  if (tok.add_bos() && bos >= 0) {
+  if (add_bos && bos >= 0) {
     const std::string bos_str = tok.id_to_token(bos);
     if (bos_str.empty() || text.compare(0, bos_str.size(), bos_str) != 0) ids.push_back(bos);
   }
@@ -182,7 +190,8 @@ std::vector<int32_t> hf_encode(const Tokenizer& tok, const std::string& text) {
   return ids;
 }
 
-LlRequest encode_request(const Tokenizer& tok, const std::string& context, const std::string& continuation) {
+LlRequest encode_request(const Tokenizer& tok, const std::string& context, const std::string& continuation,
+                         bool add_bos) {
   LlRequest r;
   if (context.empty()) {
     // HFLM.loglikelihood: the prefix token (BOS, else EOS) is the context, unless the
@@ -205,8 +214,8 @@ LlRequest encode_request(const Tokenizer& tok, const std::string& context, const
   const size_t keep = rstrip_len(context);
   r.context = context.substr(0, keep);
   r.continuation = context.substr(keep) + continuation;
-  std::vector<int32_t> whole = hf_encode(tok, r.context + r.continuation);
-  std::vector<int32_t> ctx = hf_encode(tok, r.context);
+  std::vector<int32_t> whole = hf_encode(tok, r.context + r.continuation, add_bos);
+  std::vector<int32_t> ctx = hf_encode(tok, r.context, add_bos);
   r.tokens = ctx;
   if (whole.size() > ctx.size()) r.tokens.insert(r.tokens.end(), whole.begin() + int64_t(ctx.size()), whole.end());
   r.cont_len = int64_t(r.tokens.size() - ctx.size());
@@ -214,7 +223,7 @@ LlRequest encode_request(const Tokenizer& tok, const std::string& context, const
 }
 
 std::vector<ZsItem> load_task(const std::string& task, const std::string& tasks_dir, const Tokenizer& tok,
-                              int64_t limit) {
+                              int64_t limit, bool add_bos) {
   const TaskKind kind = task_kind(task);
   const std::string path = tasks_dir + "/" + task + ".jsonl";
   std::ifstream in(path, std::ios::binary);
@@ -243,7 +252,7 @@ std::vector<ZsItem> load_task(const std::string& task, const std::string& tasks_
     it.id = doc.contains("id") && doc["id"].is_string() ? doc["id"].get<std::string>() : std::to_string(lineno);
     it.gold = p.gold;
     it.choice_len = p.choice_len;
-    for (size_t i = 0; i < p.contexts.size(); ++i) it.reqs.push_back(encode_request(tok, p.contexts[i], p.continuations[i]));
+    for (size_t i = 0; i < p.contexts.size(); ++i) it.reqs.push_back(encode_request(tok, p.contexts[i], p.continuations[i], add_bos));
     items.push_back(std::move(it));
   }
   LOWBIT_CHECK(!items.empty(), FormatError, "task '{}': {} has no records", task, path);
