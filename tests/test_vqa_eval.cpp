@@ -13,6 +13,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/error.h"
+#include "eval/vqa_dataset.h"
 #include "testing.h"
 
 using lowbit::test::expect_error_line;
@@ -498,4 +500,50 @@ TEST_F(VqaEval, ScienceQaProblemsOnSmolVlm) {
   EXPECT_EQ(acc["by"]["subject"]["natural science"]["questions"], 1);
   const double expect = ((rec.at("7")["answer"] == "A") + (rec.at("8")["answer"] == "B")) / 2.0;
   EXPECT_DOUBLE_EQ(acc["accuracy"].get<double>(), expect);
+}
+
+// The readers on their own (no model): keys of repeated ids, TextVQA's question line when the text
+// starts with the OCR tokens, LLaVA's original "(A) x (B) y" ScienceQA options with "The answer
+// is X." truths, VQAv2's COCO names, missing annotations named.
+TEST(VqaDataset, Readers) {
+  const std::string dir = temp_dir("vqa_dataset");
+  write_file(dir + "/t.jsonl",
+             json{{"question_id", "img1"}, {"image", "a.jpg"}, {"text", "What is it?\nReference OCR token: X\nAnswer."}}
+                     .dump() + "\n\n" +
+                 json{{"question_id", "img1"}, {"image", "a.jpg"},
+                      {"text", "Reference OCR token: Y\nWho Is It?\nAnswer."}}.dump() + "\n");
+  write_file(dir + "/t_ann.json",
+             json{{"data", {{{"image_id", "img1"}, {"question", "what is it?"}, {"answers", {"x", "y"}}},
+                            {{"image_id", "img1"}, {"question", "who is it?"}, {"answers", {"z"}}}}}}.dump());
+  const lowbit::VqaDataset t = lowbit::load_vqa_dataset(lowbit::VqaTask::TextVQA, dir + "/t.jsonl", dir + "/t_ann.json");
+  ASSERT_EQ(t.questions.size(), 2u);
+  EXPECT_EQ(t.questions[0].key, "img1");
+  EXPECT_EQ(t.questions[1].key, "img1#2");
+  EXPECT_EQ(t.questions[0].answers, (std::vector<std::string>{"x", "y"}));
+  EXPECT_EQ(t.questions[1].answers, (std::vector<std::string>{"z"}));  // question on the 2nd line
+
+  const json sqa = json::array(
+      {{{"id", 5},
+        {"conversations",
+         {{{"from", "human"}, {"value", "Context: N/A\nQuestion: Which is a fish?\nOptions: (A) trout (B) whale"}},
+          {{"from", "gpt"}, {"value", "LECTURE: Fish live in water. The answer is A."}}}}}});
+  write_file(dir + "/sqa.json", sqa.dump());
+  const lowbit::VqaDataset s = lowbit::load_vqa_dataset(lowbit::VqaTask::ScienceQA, dir + "/sqa.json", "");
+  ASSERT_EQ(s.questions.size(), 1u);
+  EXPECT_EQ(s.questions[0].key, "5");
+  EXPECT_EQ(s.questions[0].options, (std::map<std::string, std::string>{{"A", "trout"}, {"B", "whale"}}));
+  EXPECT_EQ(s.questions[0].answer_letter, "A");
+  EXPECT_TRUE(s.questions[0].image.empty());
+
+  write_file(dir + "/q.json", json{{"data_subtype", "test2015"},
+                                   {"questions", {{{"question_id", 7}, {"image_id", 123}, {"question", "Q?"}}}}}.dump());
+  write_file(dir + "/a.json", json{{"annotations", json::array()}}.dump());
+  const lowbit::VqaDataset v = lowbit::load_vqa_dataset(lowbit::VqaTask::VQAv2, dir + "/q.json", "");
+  EXPECT_EQ(v.questions[0].image, "COCO_test2015_000000000123.jpg");
+  try {
+    lowbit::load_vqa_dataset(lowbit::VqaTask::VQAv2, dir + "/q.json", dir + "/a.json");
+    ADD_FAILURE() << "expected a FormatError";
+  } catch (const lowbit::FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("no annotation for question 7"), std::string::npos) << e.what();
+  }
 }
