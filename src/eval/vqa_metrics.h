@@ -51,6 +51,9 @@
 //   C3. Otherwise (no letter, or several): lower-cased option texts are searched as substrings of
 //       the lower-cased output; exactly one option matching gives its letter.
 //   C4. Otherwise 'Z' (wrong: no judge model under exact matching).
+//   (Later VLMEvalKit revisions also require that single letter to be among the last 5 tokens, and
+//   with VERBOSE set refuse a lone "A" in a text of more than 3 tokens; lowbit follows the rule as
+//   seed-protocols.md records it for the revision QSVD pins: any position, no VERBOSE switch.)
 //
 // Text handling: Python's str.lower/split/strip are Unicode-aware; lowbit lower-cases ASCII and
 // Latin-1 letters (UTF-8 À..Þ) and treats ASCII whitespace (space, \t \n \v \f \r, \x1c-\x1f) as
