@@ -357,6 +357,24 @@ TEST_F(VqaEval, InMemoryQuantization) {
                     "different run", 2);
 }
 
+// --template overrides the seed prompt: a conversation template renders the task's instruction
+// text; raw uses it as is after "<image>\n"; an unknown name is a usage error.
+TEST_F(VqaEval, TemplateOverride) {
+  const std::string q1 = "What is the man doing? Answer with a single word or phrase.";
+  const std::map<std::string, std::string> expect = {
+      {"auto", "USER: <image>\n" + q1 + " ASSISTANT:"},  // tiny-llava-1.5's chat template: llava-1.5
+      {"vicuna_v1", std::string(kVicuna) + " USER: <image>\n" + q1 + " ASSISTANT:"},
+      {"raw", "<image>\n" + q1}};
+  for (const auto& [name, prompt] : expect) {
+    const std::string out = *root_ + "/template_" + name;
+    const RunResult r = run_lowbit(args(a_->model, "vqav2", *q_, a_->images, out, "--limit 1 --template " + name));
+    ASSERT_EQ(r.exit_code, 0) << r.out;
+    EXPECT_EQ(records(out).at("11")["prompt"], prompt) << name;
+  }
+  expect_error_line(run_lowbit(args(a_->model, "vqav2", *q_, a_->images, *root_ + "/template_x", "--template nope")),
+                    "--template", 2);
+}
+
 // TextVQA: LLaVA's jsonl (question_id = the TextVQA image_id, repeated) + TextVQA_0.5.1_val.json;
 // vicuna_v1 prompt; EvalAI-processed soft accuracy.
 TEST_F(VqaEval, TextVqa) {
