@@ -12,6 +12,7 @@
 #include "models/llama.h"
 #include "quant/auto_asym.h"
 #include "quant/config.h"
+#include "quant/driver.h"
 #include "quant/qgrid.h"
 #include "quant/runtime.h"
 #include "testing.h"
@@ -206,6 +207,35 @@ TEST(SeedAutoAsym, FlagsSelectTheRule) {
                     "--a_auto_asym_lowbit", 2);
 }
 
+// QuaRot's --int8_down_proj: down_proj's weights and input at 8 bits, everything else at 4.
+TEST(Int8DownProj, WeightsAndInputAt8Bits) {
+  LOWBIT_REQUIRE_SHARED(dir, "models/stories260K");
+  LlamaModel m = LlamaModel::load(dir);
+  QuantConfig c;
+  c.w_bits = 4;
+  c.w_rtn = true;
+  c.a_bits = 4;
+  c.int8_down_proj = true;
+  quantize_model(m, c, {});
+  for (const LlamaLayer& L : m.layers) {
+    ASSERT_TRUE(L.down_proj.qw && L.q_proj.qw && L.up_proj.qw);
+    EXPECT_EQ(L.down_proj.qw->bits, 8);
+    EXPECT_EQ(L.down_proj.aq.bits, 8);
+    EXPECT_EQ(L.q_proj.qw->bits, 4);
+    EXPECT_EQ(L.up_proj.qw->bits, 4);
+    EXPECT_EQ(L.o_proj.aq.bits, 4);
+  }
+  EXPECT_EQ(m.lm_head.aq.bits, 16);
+  // the seed's condition: the input quantizers exist when --a_bits or --v_bits < 16
+  LlamaModel m2 = LlamaModel::load(dir);
+  QuantConfig v;
+  v.v_bits = 4;
+  v.int8_down_proj = true;
+  quantize_model(m2, v, {});
+  EXPECT_EQ(m2.layers[0].down_proj.aq.bits, 8);
+  EXPECT_EQ(m2.layers[0].q_proj.aq.bits, 16);
+}
+
 // ---- the command --------------------------------------------------------------------------
 
 double json_ppl(const std::string& path) { return nlohmann::json::parse(test::read_file(path)).at("ppl"); }
@@ -267,7 +297,8 @@ TEST(QuarotCli, RefusedFlags) {
   // unknown to every seed script
   expect_error_line(run_lowbit("quarot --model " + m + " --frobnicate 3"), "--frobnicate", 2);
   // seed flags lowbit does not implement: refused by name before any work
-  expect_error_line(run_lowbit("quarot --model " + m + " --int8_down_proj"), "--int8_down_proj", 2);
+  expect_error_line(run_lowbit("quarot --model " + m + " --capture_layer_io"), "--capture_layer_io", 2);
+  expect_error_line(run_lowbit("quarot --model " + m + " --layer_idx 3"), "--layer_idx", 2);
   expect_error_line(run_lowbit("quarot --model " + m + " --wandb"), "--wandb", 2);
   expect_error_line(run_lowbit("quarot --model " + m + " --hf_token abc"), "--hf_token", 2);
   expect_error_line(run_lowbit("quarot --model " + m + " --rotation_seed 3"), "--rotation_seed", 2);

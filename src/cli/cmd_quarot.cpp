@@ -95,7 +95,6 @@ constexpr Refused kRefused[] = {
     {"--save_name", true, "the seed's experiments/<model>/<save_name> log folder is not implemented (use --output-json)"},
     {"--rotation_seed", true, "QuaRot parses it but never uses it; lowbit's --rotate_seed seeds R1 (default: --seed)"},
     {"--k_pre_rope", false, "pre-RoPE K quantization is not implemented (QuaRot raises NotImplementedError too)"},
-    {"--int8_down_proj", false, "8-bit down_proj weights and inputs are not implemented in lowbit"},
 };
 
 // The settings a --load_qmodel_path checkpoint fixes: the command line may not contradict them.

@@ -34,6 +34,8 @@ void QuantFlags::add(CLI::App* app) {
   LB_OPT(v2_alpha, "--v2_alpha,--alpha", "GPTAQ alpha");
   LB_OPT(blocksize, "--blocksize", "GPTQ lazy-batch block size");
   LB_OPT(lm_head_w_bits, "--lm_head_w_bits", "lm_head weight bits (16 = keep)");
+  LB_FLAG(int8_down_proj, "--int8_down_proj,!--no-int8_down_proj",
+          "QuaRot: down_proj weights and input at 8 bits (the input when --a_bits or --v_bits < 16)");
   LB_OPT(a_bits, "--a_bits,--a-bits,--abits", "activation bits (16 = off)");
   LB_OPT(a_groupsize, "--a_groupsize,--a-groupsize", "activation group size (-1: per token)");
   LB_FLAG(a_asym, "--a_asym,--a-asym,!--no-a_asym", "asymmetric activations");
@@ -181,6 +183,8 @@ void QuantFlags::warn_without_effect(const QuantConfig& c) const {
       {"--blocksize", [=](auto&) { return gptq ? nullptr : "it is a GPTQ setting (no GPTQ in this run)"; }},
       {"--use_v2", [=](auto&) { return gptq ? nullptr : "GPTAQ needs GPTQ weights (no GPTQ in this run)"; }},
       {"--v2_alpha", [](auto& c) { return c.use_v2 && c.w_bits < 16 ? nullptr : "it is GPTAQ's alpha (no --use_v2)"; }},
+      {"--int8_down_proj", [](auto& c) {
+         return c.w_bits < 16 || c.a_bits < 16 || c.v_bits < 16 ? nullptr : "weights, activations and V stay 16-bit"; }},
       {"--a_groupsize", [=](auto&) { return acts ? nullptr : "activations stay 16-bit"; }},
       {"--a_asym", [=](auto& c) {
          return !acts ? "activations stay 16-bit" : c.auto_asym_used() ? "auto-asym decides every linear's input" : nullptr; }},

@@ -105,7 +105,7 @@ nlohmann::json QuantConfig::to_json() const {
           {"weights", {{"w_bits", w_bits}, {"w_groupsize", w_groupsize}, {"w_asym", w_asym}, {"w_rtn", w_rtn},
                        {"w_clip", w_clip}, {"percdamp", percdamp}, {"act_order", act_order},
                        {"static_groups", static_groups}, {"use_v2", use_v2}, {"v2_alpha", v2_alpha},
-                       {"blocksize", blocksize}, {"lm_head_w_bits", lm_head_w_bits}}},
+                       {"blocksize", blocksize}, {"lm_head_w_bits", lm_head_w_bits}, {"int8_down_proj", int8_down_proj}}},
           {"activations", {{"a_bits", a_bits}, {"a_groupsize", a_groupsize}, {"a_asym", a_asym},
                            {"a_clip_ratio", a_clip_ratio}, {"a_auto_asym", a_auto_asym},
                            {"auto_asym_rule", auto_asym_rule}, {"auto_asym_t1", auto_asym_t1}, {"auto_asym_t2", auto_asym_t2},
@@ -146,6 +146,8 @@ QuantConfig QuantConfig::from_json(const nlohmann::json& j) {
     read(w, "v2_alpha", c.v2_alpha);
     read(w, "blocksize", c.blocksize);
     read(w, "lm_head_w_bits", c.lm_head_w_bits);
+    c.int8_down_proj = false;  // since v3
+    if (v >= 3) read(w, "int8_down_proj", c.int8_down_proj);
     auto& a = j.at("activations");
     read(a, "a_bits", c.a_bits);
     read(a, "a_groupsize", c.a_groupsize);
@@ -223,6 +225,7 @@ std::string QuantConfig::summary() const {
     s += fmt::format(" w:{}{}", w_asym ? "asym" : "sym", w_groupsize > 0 ? fmt::format(" g{}", w_groupsize) : "");
     if (w_clip) s += " w_clip";
     if (act_order) s += " act_order";
+    if (int8_down_proj) s += " int8_down_proj";
     if (static_groups) s += " static_groups";
   }
   if (a_bits < 16)

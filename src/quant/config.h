@@ -30,6 +30,9 @@ struct QuantConfig {
   double v2_alpha = 0.25;
   int64_t blocksize = 128;
   int lm_head_w_bits = 16;      // lm_head weights stay 16-bit unless asked
+  // QuaRot's --int8_down_proj: down_proj's weights (when weights are quantized) and its input
+  // (when --a_bits or --v_bits < 16, the seed's condition) at 8 bits.
+  bool int8_down_proj = false;
 
   // ---- activations (inputs of every linear, dynamic per token)
   int a_bits = 16;

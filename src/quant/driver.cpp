@@ -296,9 +296,17 @@ HessianAccumulator collect(Calibration& c, int g) {
   return H;
 }
 
+// The width a linear's weights get: QuaRot's --int8_down_proj puts down_proj at 8 bits.
+int linear_w_bits(const QuantConfig& cfg, const Linear& lin, int bits) {
+  const std::string suffix = ".mlp.down_proj";
+  const bool down = lin.name.size() >= suffix.size() &&
+                    lin.name.compare(lin.name.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return cfg.int8_down_proj && down && bits < 16 ? 8 : bits;
+}
+
 // solve: every linear of the group from the shared statistics; returns the seconds spent.
-double solve(const std::vector<Linear*>& group, const HessianAccumulator& H, const GptqConfig& gc,
-             const std::set<const Linear*>& keep, nlohmann::json& linears_report) {
+double solve(const std::vector<Linear*>& group, const HessianAccumulator& H, const GptqConfig& gc_all,
+             const QuantConfig& cfg, const std::set<const Linear*>& keep, nlohmann::json& linears_report) {
   double total = 0;
   for (Linear* lin : group) {
     if (keep.count(lin)) {  // left in full precision (--skip_last_*): propagated as is
@@ -306,6 +314,8 @@ double solve(const std::vector<Linear*>& group, const HessianAccumulator& H, con
       continue;
     }
     const double ts = now_s();
+    GptqConfig gc = gc_all;
+    gc.spec.bits = linear_w_bits(cfg, *lin, gc_all.spec.bits);
     const Tensor W = lin->W.to(DType::F32);
     // On --device cuda the column loop runs on the GPU (backend/cuda/gptq_cuda.*), same contract.
     GptqResult r = default_device() == Device::CUDA ? cuda::gptq_quantize(W.f32(), lin->out(), lin->in(), H, gc, lin->name)
@@ -381,7 +391,7 @@ nlohmann::json calibrate_block(Block& blk, std::vector<BlockState>& Xq, std::vec
       continue;
     }
     const HessianAccumulator H = collect(c, g);
-    solve_total += solve(groups[size_t(g)], H, run.gc, run.keep, lrep["linears"]);
+    solve_total += solve(groups[size_t(g)], H, run.gc, run.cfg, run.keep, lrep["linears"]);
   }
   propagate(c);
   // report
@@ -420,7 +430,7 @@ void rtn_blocks(const std::vector<Block*>& blocks, const QuantConfig& cfg, const
         lrep["linears"][lin->name] = {{"kept_fp", true}};
         continue;
       }
-      rtn_linear(*lin, cfg, plan.w_bits);
+      rtn_linear(*lin, cfg, linear_w_bits(cfg, *lin, plan.w_bits));
     }
     if (!plan.tower.empty()) layers.push_back(std::move(lrep));  // LLaMA's RTN report stays as it was
     prog.update(int64_t(b + 1));

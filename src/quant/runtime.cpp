@@ -56,6 +56,8 @@ void install_runtime(LlamaModel& m, const QuantRuntime& rt) {
         lin->rot = {};
       }
     }
+    // QuaRot's --int8_down_proj: down_proj's input at 8 bits whenever its quantizers are set up.
+    if (c.int8_down_proj && (c.a_bits < 16 || c.v_bits < 16)) L.down_proj.aq = act_quant(rt, L.down_proj.name, 8);
     if (rt.rotated) {
       L.o_proj.rot = transform(OnlineTransform::Kind::cross_head, rt.rot.heads, c.fp32_had, Hq, D);
       L.down_proj.rot = transform(OnlineTransform::Kind::full, rt.rot.ffn, c.fp32_had);
