@@ -129,7 +129,7 @@ Prompt make_prompt(const std::string& task, const nlohmann::json& doc) {
       for (const auto& c : doc["choices"]) {
         LOWBIT_CHECK(c.is_string(), FormatError, "{}: a choice is not a string: {}", task, json_excerpt(doc));
         p.contexts.push_back(context);
-        p.continuations.push_back(" " + c.get<std::string>());
+        p.continuations.push_back(fmt::format(" {}", c.get<std::string>()));
         p.choice_len.push_back(choice_length(c.get<std::string>()));
       }
       p.gold = int_field(doc, "answer", task);
@@ -143,7 +143,7 @@ Prompt make_prompt(const std::string& task, const nlohmann::json& doc) {
       const size_t blank = s.find('_');
       LOWBIT_CHECK(blank != std::string::npos, FormatError, "{}: sentence without a blank '_': {}", task,
                    json_excerpt(doc));
-      const std::string pre = s.substr(0, blank), target = " " + py_strip(s.substr(blank + 1));
+      const std::string pre = s.substr(0, blank), target = fmt::format(" {}", py_strip(s.substr(blank + 1)));
       for (const char* key : {"option1", "option2"}) {
         p.contexts.push_back(pre + str_field(doc, key, task));  // lm-eval's doc_to_choice
         p.continuations.push_back(target);
@@ -160,7 +160,7 @@ Prompt make_prompt(const std::string& task, const nlohmann::json& doc) {
       const size_t sp = t.rfind(' ');
       // " ".join(text.split(' ')[:-1]) is everything before the last ' ' (empty without one).
       p.contexts = {sp == std::string::npos ? std::string() : t.substr(0, sp)};
-      p.continuations = {" " + (sp == std::string::npos ? t : t.substr(sp + 1))};
+      p.continuations = {fmt::format(" {}", sp == std::string::npos ? t : t.substr(sp + 1))};
       p.choice_len = {choice_length(p.continuations[0])};
       return p;
     }
@@ -224,7 +224,7 @@ LlRequest encode_request(const Tokenizer& tok, const std::string& context, const
 
 std::vector<ZsItem> load_task(const std::string& task, const std::string& tasks_dir, const Tokenizer& tok,
                               int64_t limit, bool add_bos) {
-  const TaskKind kind = task_kind(task);
+  task_kind(task);  // unknown names: ArgError before touching files
   const std::string path = tasks_dir + "/" + task + ".jsonl";
   std::ifstream in(path, std::ios::binary);
   LOWBIT_CHECK(in.good(), IoError, "task '{}': cannot open {} (set --tasks-dir to the folder with {}.jsonl)", task,
