@@ -121,9 +121,11 @@ VlmCalibration load_vlm_calibration(const QuantConfig& c, const Tokenizer& tok, 
     if (!fs::exists(img)) img = fs::path(c.cal_image_folder) / fs::path(r.image).filename();
     LOWBIT_CHECK(fs::exists(img), IoError, "{}: conversation {}: image '{}' not found under --image_folder {}",
                  c.cal_dataset, r.id, r.image, c.cal_image_folder);
-    std::string prompt = render_prompt(tmpl, r.turns[0].first, 1, ctx) + " " + r.turns[0].second;
+    std::string prompt = render_prompt(tmpl, r.turns[0].first, 1, ctx);
+    prompt.append(1, ' ').append(r.turns[0].second);
     for (size_t k = 1; k < r.turns.size(); ++k)
-      prompt += " " + render_prompt(tmpl, r.turns[k].first, 0, TemplateContext{}) + " " + r.turns[k].second;
+      prompt.append(1, ' ').append(render_prompt(tmpl, r.turns[k].first, 0, TemplateContext{})).append(1, ' ').append(
+          r.turns[k].second);
     out.multimodal.push_back({r.id, {img.string()}, prompt});
   }
   return out;
