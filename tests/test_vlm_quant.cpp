@@ -217,6 +217,12 @@ TEST(VlmQuant, AutoAsymEveryTower) {
     for (auto& [k, v] : d.items()) n_asym += v["asym"].get<bool>(), ++n;
     EXPECT_GT(n_asym, 0) << rule;  // both outcomes occur: the decisions are real
     EXPECT_LT(n_asym, n) << rule;
+    // RTN given calibration data measures every quantized layer's error, grouped by tower.
+    for (const char* t : {"vision", "projector", "language"}) {
+      const nlohmann::json& layers = q.report["towers"][t]["layers"];
+      ASSERT_EQ(layers.size(), std::string(t) == "projector" ? 1u : 2u) << rule << " " << t;
+      for (const auto& l : layers) EXPECT_GT(l["rel_error"].get<double>(), 0.0) << rule << " " << t;
+    }
     const std::string out = tmp + "/q_" + rule;
     save_quantized_vlm(*m.vlm, q, dir, out);
     const Probe a = probe(*m.vlm, dir, *m.tok, photo);

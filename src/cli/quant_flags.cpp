@@ -166,6 +166,11 @@ void QuantFlags::apply_wbits(QuantConfig& c) const {
   if (!head_given && !c.skip_last_language) c.lm_head_w_bits = b[2];
 }
 
+namespace {
+// RTN with a conversation JSON: a vision-language model reads it to measure per-layer errors.
+bool vlm_rtn_measured(const QuantConfig& c) { return c.w_rtn && c.quantizes_weights() && !c.cal_image_folder.empty(); }
+}  // namespace
+
 // A flag given on the command line that the final configuration does not use says so
 // (the seed tools accept such combinations silently; lowbit never ignores a flag quietly).
 void QuantFlags::warn_without_effect(const QuantConfig& c) const {
@@ -210,16 +215,20 @@ void QuantFlags::warn_without_effect(const QuantConfig& c) const {
       {"--fp32_had", [](auto& c) { return c.rotate ? nullptr : "there is no --rotate"; }},
       {"--enable_aq_calibration",
        [=](auto& c) { return gptq && (acts || c.k_bits < 16 || c.v_bits < 16) ? nullptr : "it needs GPTQ with activation or KV quantization"; }},
-      {"--cal_dataset", [](auto& c) { return c.needs_calibration() ? nullptr : "this configuration reads no calibration data"; }},
+      {"--cal_dataset", [](auto& c) {
+         return c.needs_calibration() || vlm_rtn_measured(c)
+                    ? nullptr
+                    : "this configuration reads no calibration data (RTN on a vision-language model reads it only "
+                      "to measure per-layer errors)"; }},
       {"--cal_begin", [](auto& c) { return c.needs_calibration() ? nullptr : "this configuration reads no calibration data"; }},
       {"--cal_end", [](auto& c) { return c.needs_calibration() ? nullptr : "this configuration reads no calibration data"; }},
-      {"--nsamples", [](auto& c) { return c.needs_calibration() ? nullptr : "this configuration reads no calibration data"; }},
-      {"--cal_seqlen", [](auto& c) { return c.needs_calibration() ? nullptr : "this configuration reads no calibration data"; }},
-      {"--seed", [](auto& c) { return c.needs_calibration() || c.rotate ? nullptr : "nothing is sampled or rotated"; }},
+      {"--nsamples", [](auto& c) { return c.needs_calibration() || vlm_rtn_measured(c) ? nullptr : "this configuration reads no calibration data"; }},
+      {"--cal_seqlen", [](auto& c) { return c.needs_calibration() || vlm_rtn_measured(c) ? nullptr : "this configuration reads no calibration data"; }},
+      {"--seed", [](auto& c) { return c.needs_calibration() || c.rotate || vlm_rtn_measured(c) ? nullptr : "nothing is sampled or rotated"; }},
       {"--vita_clip_ratio", [](auto& c) { return c.vit_module && c.a_bits < 16 ? nullptr : "vision activations stay 16-bit (--vit_module with --a_bits)"; }},
       {"--lma_clip_ratio", [](auto& c) { return c.a_bits < 16 ? nullptr : "activations stay 16-bit"; }},
       {"--vit_module", [](auto& c) { return c.a_bits < 16 ? nullptr : "activations stay 16-bit (no --a_bits)"; }},
-      {"--image_folder", [](auto& c) { return c.needs_calibration() ? nullptr : "this configuration reads no calibration data"; }},
+      {"--image_folder", [](auto& c) { return c.needs_calibration() || vlm_rtn_measured(c) ? nullptr : "this configuration reads no calibration data"; }},
       {"--skip_last_vision", [](auto& c) { return c.vision_w_bits() < 16 ? nullptr : "the vision tower's weights stay 16-bit"; }},
       {"--skip_last_proj", [](auto& c) { return c.projector_w_bits() < 16 ? nullptr : "the projector's weights stay 16-bit"; }},
       {"--quant_patch_embed", [](auto& c) { return c.vision_w_bits() < 16 ? nullptr : "the vision tower's weights stay 16-bit"; }},

@@ -53,7 +53,8 @@ std::string row_id(const nlohmann::json& row, size_t index) {
 VlmCalibration load_vlm_calibration(const QuantConfig& c, const Tokenizer& tok, const std::string& model_dir,
                                     int64_t max_context) {
   VlmCalibration out;
-  if (!c.needs_calibration()) return out;
+  // RTN needs none, but given data it measures each layer's error (the report's per-tower errors).
+  if (!c.needs_calibration() && c.cal_dataset.empty()) return out;
   LOWBIT_CHECK(!c.cal_dataset.empty(), ArgError,
                "this configuration needs calibration data: pass --cal_dataset FILE (a LLaVA conversation JSON with "
                "--image_folder, or a text file for the language model alone)");

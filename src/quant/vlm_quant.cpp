@@ -124,6 +124,48 @@ std::vector<BlockState> capture(Vlm& vlm, const Tokenizer& tok, const VlmCalibra
   return out;
 }
 
+// RTN of the blocks with each block's relative output error measured on the calibration states
+// X (the driver's definition: ‖Y_q − Y_fp‖ / ‖Y_fp − X‖ over the first 8 samples, ‖Y_fp‖ for a
+// block that changes the width); X ends as the last block's outputs.
+void rtn_measured(const std::vector<Block*>& blocks, std::vector<BlockState>& X, const QuantConfig& cfg,
+                  const TowerPlan& plan, nlohmann::json& layers) {
+  BlockCtx qctx, fpctx;
+  qctx.act_quant = cfg.enable_aq_calibration;
+  fpctx.act_quant = false;
+  auto sq = [](const std::vector<float>& a, const std::vector<float>* b) {
+    double e = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      const double d = double(a[i]) - (b ? double((*b)[i]) : 0.0);
+      e += d * d;
+    }
+    return e;
+  };
+  for (size_t b = 0; b < blocks.size(); ++b) {
+    const std::unique_ptr<Block> fp = blocks[b]->clone();  // shares the full-precision weights
+    std::vector<std::vector<float>> ref;
+    double den = 0;
+    for (size_t s = 0; s < std::min<size_t>(X.size(), 8); ++s) {
+      BlockState r = X[s];
+      fp->forward(r, fpctx);
+      den += r.x.size() == X[s].x.size() ? sq(r.x, &X[s].x) : sq(r.x, nullptr);
+      ref.push_back(std::move(r.x));
+    }
+    nlohmann::json scratch = nlohmann::json::array();
+    rtn_blocks({blocks[b]}, cfg, plan, scratch);  // the driver's RTN (its per-linear widths and kept linears)
+    nlohmann::json lrep = scratch.empty() ? nlohmann::json::object() : scratch[0];
+    lrep["layer"] = b;
+    lrep["kind"] = blocks[b]->kind();
+    lrep["tower"] = plan.tower;
+    for (auto& st : X) blocks[b]->forward(st, qctx);
+    double num = 0;
+    for (size_t s = 0; s < ref.size(); ++s) num += sq(X[s].x, &ref[s]);
+    lrep["rel_error"] = std::sqrt(num / std::max(den, 1e-30));
+    log_info(fmt::format("{} layer {}/{} (rtn): relative output error {:.4f}", plan.tower, b + 1, blocks.size(),
+                         lrep["rel_error"].get<double>()));
+    layers.push_back(std::move(lrep));
+  }
+}
+
 int64_t sample_count(const VlmCalibration& calib) {
   return int64_t(calib.multimodal.empty() ? calib.text.size() : calib.multimodal.size());
 }
@@ -334,8 +376,13 @@ QuantizedModel quantize_vlm(Vlm& vlm, const QuantConfig& cfg, const Tokenizer& t
     const TowerPlan& plan = plans[t];
     if (plan.w_bits >= 16) continue;
     const std::vector<Block*> blocks = tower_blocks(P, t);
-    if (!gptq) {
-      rtn_blocks(blocks, cfg, plan, rep["layers"]);
+    if (!gptq) {  // with calibration data at hand, each layer's error is measured too
+      if (images || (t == kLanguage && !calib.text.empty())) {
+        std::vector<BlockState> X = capture(vlm, tok, calib, t, cfg.enable_aq_calibration, max_len);
+        rtn_measured(blocks, X, cfg, plan, rep["layers"]);
+      } else {
+        rtn_blocks(blocks, cfg, plan, rep["layers"]);
+      }
       continue;
     }
     std::vector<BlockState> Xq = capture(vlm, tok, calib, t, cfg.enable_aq_calibration, max_len);
