@@ -14,7 +14,7 @@ struct QuantConfig {
   // 2: rotate_mode; fp32_had is real (v1 files read as fp32_had).
   // 3: k/v_groupsize -1 = the token's whole K/V vector (QuaRot), 0 = per head (what -1 meant
   //    in v1/v2, read as 0); auto_asym_rule (v1/v2 files read as "lowbit"); the "vlm" section
-//    of per-tower settings (absent: the defaults).
+  //    of per-tower settings (absent: the defaults).
   static constexpr int kVersion = 3;
 
   // ---- weights
