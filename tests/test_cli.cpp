@@ -274,3 +274,26 @@ TEST(Cli, DeviceFlag) {
   }
   EXPECT_FALSE(std::filesystem::exists("/tmp/lowbit_device_flag_out"));
 }
+
+// Vision-language settings on a text-only model are refused by every command that quantizes
+// (never accepted and ignored), and an export that would need online rotations is refused
+// before any calibration.
+TEST(Cli, VlmSettingsRefusedOnTextModels) {
+  LOWBIT_REQUIRE_SHARED(m, "models/stories260K");
+  LOWBIT_REQUIRE_SHARED(ts, "data/text/tinystories_val.txt");
+  const std::string d = temp_dir("cli_vlm_flags");
+  const std::string q = " --w_bits 4 --w_rtn";
+  expect_error_line(run_lowbit("eval zeroshot --model " + m + " --tasks arc_easy --limit 2" + q + " --skip_last_vision"),
+                    "--skip_last_vision", 2);
+  expect_error_line(run_lowbit("eval ppl --model " + m + " --data " + ts + " --max-windows 1" + q + " --lma_clip_ratio 0.9"),
+                    "--lma_clip_ratio", 2);
+  expect_error_line(run_lowbit("quantize --model " + m + " --out " + d + "/q" + q + " --skip_last_language"),
+                    "--skip_last_language", 2);
+  expect_error_line(run_lowbit("export --format hf-dequantized --model " + m + " --out " + d + "/e" + q + " --vit_module"),
+                    "--vit_module", 2);
+  expect_error_line(run_lowbit("export --format hf-dequantized --model " + m + " --out " + d + "/r" + q + " --rotate"),
+                    "--rotate", 2);
+  EXPECT_FALSE(fs::exists(d + "/q"));
+  EXPECT_FALSE(fs::exists(d + "/e"));
+  EXPECT_FALSE(fs::exists(d + "/r"));
+}

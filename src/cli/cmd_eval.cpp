@@ -52,17 +52,7 @@ void add_eval_ppl(CLI::App* eval, Common& common, Runner* run) {
     auto tok = load_tokenizer(o->model, o->tokenizer);
     nlohmann::json qreport;
     if (qc.any()) {
-      LOWBIT_CHECK(!is_quantized_checkpoint(o->model), ArgError,
-                   "{} is already quantized; quantization flags apply to full-precision models", o->model);
-      if (is_vlm_dir(o->model)) {  // the whole VLM, tower by tower; perplexity on its language model
-        std::unique_ptr<Vlm> v = load_vlm(o->model);
-        qreport = quantize_vlm_in_memory(*v, qc, *tok, o->model).report;
-        model = std::move(v->language());
-      } else {
-        check_no_vlm_settings(qc, o->model);
-        QuantizedModel q = quantize_in_memory(model, qc, *tok);
-        qreport = q.report;
-      }
+      qreport = quantize_for_text_eval(model, qc, *tok, o->model).report;  // a VLM: whole, tower by tower
     }
     if (o->seqlen < 0) o->seqlen = std::min<int64_t>(2048, model.cfg.max_position);
     LOWBIT_CHECK(o->seqlen <= model.cfg.max_position, ArgError,
@@ -108,8 +98,8 @@ void add_eval(CLI::App& app, Common& common, Runner* run) {
     subs->push_back({eval->get_subcommands({})[before], r});
   };
   add(add_eval_ppl);
-  add(add_eval_vqa);
   add(add_eval_zeroshot);
+  add(add_eval_vqa);
   *run = [subs]() {
     for (auto& [sub, r] : *subs)
       if (sub->parsed()) return r();

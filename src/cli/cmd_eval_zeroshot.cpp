@@ -92,10 +92,7 @@ void add_eval_zeroshot(CLI::App* eval, Common& common, Runner* run) {
     auto tok = load_tokenizer(o->model, o->tokenizer);
     nlohmann::json qreport;
     if (qc.any()) {
-      LOWBIT_CHECK(!is_quantized_checkpoint(o->model), ArgError,
-                   "{} is already quantized; quantization flags apply to full-precision models", o->model);
-      QuantizedModel q = quantize_in_memory(model, qc, *tok);
-      qreport = q.report;
+      qreport = quantize_for_text_eval(model, qc, *tok, o->model).report;  // a VLM: whole, tower by tower
     }
     nlohmann::json j = eval_zeroshot(model, *tok, tasks, zo);
     std::printf("%-16s %6s %8s %8s %8s %8s %10s %10s\n", "task", "n", "acc", "±", "acc_norm", "±", "ppl", "±");

@@ -43,6 +43,11 @@ void add_export(CLI::App& app, Common& common, Runner* run) {
                    "--format hf-dequantized cannot export activation or K/V quantization (--a_bits {} --k_bits {} "
                    "--v_bits {}): a plain HF checkpoint holds weights only",
                    qc.a_bits, qc.k_bits, qc.v_bits);
+      // --rotate always leaves online Hadamards (R4 on down_proj's input, R2 across o_proj's heads).
+      LOWBIT_CHECK(!qc.rotate, ArgError,
+                   "--format hf-dequantized cannot export --rotate: QuaRot's online Hadamards (down_proj, o_proj "
+                   "inputs) have no place in a plain HF checkpoint");
+      check_no_vlm_settings(qc, o->model, "export --format hf-dequantized writes a language model only");
       auto tok = load_tokenizer(o->model, o->tokenizer);
       quantize_in_memory(model, qc, *tok);
     }

@@ -45,6 +45,12 @@ int main(int argc, char** argv) {
   reg(add_synth);
   // Error contract: every failure is one line "lowbit: error: ..." on stderr; exit 2 for
   // usage errors (flags, arguments), 1 for everything else.
+  // A message quoting file contents may hold newlines; the contract is one line.
+  auto one_line = [](std::string msg) {
+    for (char& ch : msg)
+      if (ch == '\n' || ch == '\r') ch = ' ';
+    return msg;
+  };
   auto usage_error = [](const std::string& msg) {
     std::fflush(stdout);
     std::fprintf(stderr, "lowbit: error: %s\n", msg.c_str());
@@ -70,16 +76,16 @@ int main(int argc, char** argv) {
       if (sub->parsed()) return run();
     return 2;
   } catch (const lowbit::ArgError& e) {
-    return usage_error(e.what());
+    return usage_error(one_line(e.what()));
   } catch (const lowbit::Error& e) {
     std::fflush(stdout);
-    std::fprintf(stderr, "lowbit: error: %s\n", e.what());
+    std::fprintf(stderr, "lowbit: error: %s\n", one_line(e.what()).c_str());
     return 1;
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "lowbit: error: out of memory\n");
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "lowbit: error: %s\n", e.what());
+    std::fprintf(stderr, "lowbit: error: %s\n", one_line(e.what()).c_str());
     return 1;
   }
 }

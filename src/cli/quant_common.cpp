@@ -4,7 +4,11 @@
 #include "core/progress.h"
 #include "eval/perplexity.h"
 #include "io/files.h"
+#include "models/loader.h"
+#include "models/vlm.h"
 #include "quant/calibration.h"
+#include "quant/checkpoint.h"
+#include "quant/vlm_quant.h"
 
 namespace lowbit::cli {
 
@@ -17,7 +21,7 @@ std::vector<std::vector<int32_t>> load_calibration(const QuantConfig& c, const T
   return sample_calibration(ids, c.nsamples, c.cal_seqlen, c.seed);
 }
 
-void check_no_vlm_settings(const QuantConfig& c, const std::string& model) {
+void check_no_vlm_settings(const QuantConfig& c, const std::string& model, const std::string& why) {
   const char* flag = c.w_bits_vision >= 0 || c.w_bits_projector >= 0 ? "--wbits V,P,L"
                      : c.vit_module                                 ? "--vit_module"
                      : c.vita_clip_ratio != 1.0                     ? "--vita_clip_ratio"
@@ -25,8 +29,27 @@ void check_no_vlm_settings(const QuantConfig& c, const std::string& model) {
                      : c.skip_last_proj                             ? "--skip_last_proj"
                      : c.quant_patch_embed                          ? "--quant_patch_embed"
                      : !c.cal_image_folder.empty()                  ? "--image_folder"
+                     : c.lma_clip_ratio != 1.0                      ? "--lma_clip_ratio"
+                     : c.skip_last_language                         ? "--skip_last_language"
                                                                     : nullptr;
-  LOWBIT_CHECK(flag == nullptr, ArgError, "{} is for vision-language models; {} is a text-only model", flag, model);
+  LOWBIT_CHECK(flag == nullptr, ArgError, "{} is for vision-language models; {}", flag,
+               why.empty() ? model + " is a text-only model" : why);
+}
+
+QuantizedModel quantize_for_text_eval(LlamaModel& model, const QuantConfig& c, const Tokenizer& tok,
+                                      const std::string& dir) {
+  LOWBIT_CHECK(!is_quantized_checkpoint(dir), ArgError,
+               "{} is already quantized; quantization flags apply to full-precision models", dir);
+  if (!is_vlm_dir(dir)) {
+    check_no_vlm_settings(c, dir);
+    return quantize_in_memory(model, c, tok);
+  }
+  // The whole VLM, tower by tower (its calibration may hold images); the caller evaluates
+  // its language model.
+  std::unique_ptr<Vlm> v = load_vlm(dir);
+  QuantizedModel q = quantize_vlm_in_memory(*v, c, tok, dir);
+  model = std::move(v->language());
+  return q;
 }
 
 QuantizedModel quantize_in_memory(LlamaModel& m, const QuantConfig& c, const Tokenizer& tok) {

@@ -14,7 +14,14 @@ std::vector<std::vector<int32_t>> load_calibration(const QuantConfig& cfg, const
 // Quantizes `m` per `cfg` (calibration read when needed) and prints the config.
 QuantizedModel quantize_in_memory(LlamaModel& m, const QuantConfig& cfg, const Tokenizer& tok);
 // ArgError naming the first vision-language setting (per-tower --wbits, --vit_module,
-// --skip_last_*, ...) in a configuration for the text-only model `model`.
-void check_no_vlm_settings(const QuantConfig& cfg, const std::string& model);
+// --skip_last_*, --lma_clip_ratio, ...) in a configuration for the text-only model `model`
+// (`why`, when given, replaces "<model> is a text-only model" in the message).
+void check_no_vlm_settings(const QuantConfig& cfg, const std::string& model, const std::string& why = "");
+// In-memory quantization for the text evaluations (eval ppl, eval zeroshot, quarot) of the model
+// loaded from `dir` into `model`: a VLM directory is quantized whole, tower by tower, and `model`
+// becomes its quantized language model; a text-only model refuses VLM settings. ArgError for an
+// already-quantized checkpoint.
+QuantizedModel quantize_for_text_eval(LlamaModel& model, const QuantConfig& cfg, const Tokenizer& tok,
+                                      const std::string& dir);
 
 }  // namespace lowbit::cli
