@@ -112,4 +112,52 @@ void write_file(const std::string& path, const std::string& data) {
   f << data;
 }
 
+LlavaOriginalLayout write_llava_original_layout(const std::string& hf_dir, const std::string& root,
+                                                const std::string& aspect) {
+  LlavaOriginalLayout o{root + "/llava", root + "/clip"};
+  std::filesystem::create_directories(o.llava);
+  std::filesystem::create_directories(o.clip);
+  const WeightStore store = WeightStore::open_dir(hf_dir);
+  std::vector<std::pair<std::string, Tensor>> lm, clip;
+  auto strip = [](const std::string& n, const std::string& p) { return n.rfind(p, 0) == 0 ? n.substr(p.size()) : ""; };
+  for (const std::string& n : store.names()) {
+    if (auto r = strip(n, "language_model.model."); !r.empty()) lm.emplace_back("model." + r, store.get(n));
+    else if (auto r2 = strip(n, "language_model.lm_head."); !r2.empty()) lm.emplace_back("lm_head." + r2, store.get(n));
+    else if (auto r3 = strip(n, "multi_modal_projector.linear_1."); !r3.empty())
+      lm.emplace_back("model.mm_projector.0." + r3, store.get(n));
+    else if (auto r4 = strip(n, "multi_modal_projector.linear_2."); !r4.empty())
+      lm.emplace_back("model.mm_projector.2." + r4, store.get(n));
+    else if (auto r5 = strip(n, "vision_tower."); !r5.empty()) clip.emplace_back("vision_model." + r5, store.get(n));
+    else ADD_FAILURE() << "unexpected tensor " << n;
+  }
+  save_safetensors(o.llava + "/model.safetensors", lm);
+  save_safetensors(o.clip + "/model.safetensors", clip);
+
+  const nlohmann::json hf = nlohmann::json::parse(read_file(hf_dir + "/config.json"));
+  nlohmann::json cfg = hf["text_config"];
+  cfg["architectures"] = {"LlavaLlamaForCausalLM"};
+  cfg["model_type"] = "llava";
+  cfg["torch_dtype"] = "float16";
+  cfg["mm_vision_tower"] = "openai/clip-vit-large-patch14-336";
+  cfg["mm_hidden_size"] = hf["vision_config"]["hidden_size"];
+  cfg["mm_projector_type"] = "mlp2x_gelu";
+  cfg["mm_vision_select_layer"] = hf["vision_feature_layer"];
+  cfg["mm_vision_select_feature"] = "patch";
+  cfg["mm_use_im_start_end"] = false;
+  cfg["mm_use_im_patch_token"] = false;
+  cfg["image_aspect_ratio"] = aspect;
+  cfg["use_mm_proj"] = true;
+  write_file(o.llava + "/config.json", cfg.dump(2));
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json", "generation_config.json"})
+    if (std::filesystem::exists(hf_dir + "/" + f)) std::filesystem::copy_file(hf_dir + "/" + f, o.llava + "/" + f);
+
+  nlohmann::json vc = hf["vision_config"];
+  vc["architectures"] = {"CLIPVisionModel"};
+  vc["model_type"] = "clip_vision_model";
+  write_file(o.clip + "/config.json", vc.dump(2));
+  const nlohmann::json proc = nlohmann::json::parse(read_file(hf_dir + "/processor_config.json"));
+  write_file(o.clip + "/preprocessor_config.json", proc["image_processor"].dump(2));
+  return o;
+}
+
 }  // namespace lowbit::test

@@ -54,4 +54,17 @@ uint64_t fnv1a(const std::vector<uint8_t>& bytes);
 std::string read_file(const std::string& path);
 void write_file(const std::string& path, const std::string& data);
 
+// The original LLaVA layout of tiny-llava-1.5, written the way liuhaotian/llava-v1.5-* are laid
+// out: <root>/llava (LlavaLlamaForCausalLM config with the LLaMA keys at the top level and the
+// mm_* keys; model.embed_tokens, model.layers.*, model.norm, lm_head, model.mm_projector.0/2;
+// the tokenizer) and <root>/clip (a CLIPVisionModel directory: vision_model.*, its config,
+// preprocessor_config.json).
+// image_aspect_ratio is `aspect` (pad | square); "square" gives pixels equal to the HF layout's
+// processor up to the Slow/Fast flavour (vision/clip_processor.h).
+struct LlavaOriginalLayout {
+  std::string llava, clip;
+};
+LlavaOriginalLayout write_llava_original_layout(const std::string& hf_dir, const std::string& root,
+                                                const std::string& aspect = "pad");
+
 }  // namespace lowbit::test

@@ -44,7 +44,11 @@ void add_inspect(CLI::App& app, Common& common, Runner* run) {
     else if (is_idefics3_dir(*model))
       r = inspect_idefics3(
           Idefics3Model::from_store(Idefics3Config::load(*model), WeightStore::open_dir(*model), *model, packed));
-    else
+    else if (is_quantized_checkpoint(*model) && is_llava_original_dir(*model)) {  // its tower inside
+      LOWBIT_CHECK(tower->empty(), ArgError, "--vision-tower: {} is a lowbit quantized checkpoint with its tower inside",
+                   *model);
+      r = inspect_llava(LlavaModel::load(*model, quantized_vision_tower_dir(*model), packed));
+    } else
       r = inspect_llava(LlavaModel::load(*model, *tower, packed));
     std::fputs(format_inspect(r).c_str(), stdout);
     if (!out->empty()) write_file_atomic(*out, r.dump(2) + "\n");

@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "core/progress.h"
 #include "io/files.h"
+#include "models/llava.h"
 #include "models/loader.h"
 #include "models/vlm.h"
 #include "quant/vlm_quant.h"
@@ -17,12 +18,15 @@ namespace lowbit::cli {
 void add_quantize(CLI::App& app, Common& common, Runner* run) {
   auto* c = app.add_subcommand("quantize", "quantize a model (RTN / GPTQ / GPTAQ, QuaRot, activations, KV cache)");
   struct Opts {
-    std::string model, out, report_json, tokenizer = "auto";
+    std::string model, out, report_json, tokenizer = "auto", vision_tower;
     QuantFlags flags;
   };
   auto o = std::make_shared<Opts>();
   c->add_option("--model", o->model, "Hugging Face model directory")->required();
   c->add_option("--out,--save_qmodel_path", o->out, "output directory for the quantized checkpoint")->required();
+  c->add_option("--vision-tower,--vision_tower", o->vision_tower,
+                "local CLIP vision tower directory (original LLaVA layout, LlavaLlamaForCausalLM); the quantized "
+                "tower is written into OUT/vision_tower");
   c->add_option("--report-json", o->report_json, "also write the quantization report (per-layer errors, timings)");
   c->add_option("--tokenizer", o->tokenizer, "auto | json | spm")->capture_default_str();
   c->add_option("--threads", common.threads, "CPU threads (0: all cores)")->check(CLI::Range(0, 4096));
@@ -37,8 +41,11 @@ void add_quantize(CLI::App& app, Common& common, Runner* run) {
                  "{} is already a lowbit quantized checkpoint; quantize the full-precision model", o->model);
     QuantizedModel q;
     QuantConfig cfg;
+    LOWBIT_CHECK(o->vision_tower.empty() || is_llava_original_dir(o->model), ArgError,
+                 "--vision-tower is only for the original LLaVA layout (LlavaLlamaForCausalLM); {} is not one",
+                 o->model);
     if (is_vlm_dir(o->model)) {  // tower by tower (quant/vlm_quant.h)
-      std::unique_ptr<Vlm> v = load_vlm(o->model);
+      std::unique_ptr<Vlm> v = load_vlm(o->model, o->vision_tower);
       cfg = o->flags.resolve(v->language().cfg.max_position);
       LOWBIT_CHECK(cfg.any(), ArgError, "nothing to do: give --recipe or some of --w_bits/--wbits/--a_bits/--k_bits/--v_bits/--rotate");
       auto tok = load_tokenizer(o->model, o->tokenizer);

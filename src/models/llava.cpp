@@ -231,7 +231,7 @@ void check_processor_fits(const ClipProcessorConfig& p, const ClipVisionConfig& 
                v.image_size);
 }
 
-LlavaModel load_original(const std::string& dir, const std::string& tower_dir) {
+LlavaModel load_original(const std::string& dir, const std::string& tower_dir, const PackedSource& packed) {
   const std::string path = (std::filesystem::path(dir) / "config.json").string();
   const json j = parse_json(read_text_file(path), path);
   LOWBIT_CHECK(!tower_dir.empty(), ArgError,
@@ -246,24 +246,28 @@ LlavaModel load_original(const std::string& dir, const std::string& tower_dir) {
   m.vision_dir = tower_dir;
   const WeightStore store = WeightStore::open_dir(dir);
   const WeightStore vstore = WeightStore::open_dir(tower_dir);
-  PackedSource none;
+  const PackedSource& codes = packed;  // a quantized checkpoint's codes; file names are the linears' names
   TensorSource vget = store_tensors(vstore);
   const std::string vroot = llava_names::kClipVisionModelRoot;
   LOWBIT_CHECK(vstore.has(vroot + clip_names::kClassEmbedding), ShapeError, "{}: no CLIP vision tower found (looked for '{}{}')",
                vstore.source(), vroot, clip_names::kClassEmbedding);
-  m.vision = ClipVisionTower::from_source(vcfg, WeightSource{vget, none, vstore.source()}, vroot);
+  m.vision = ClipVisionTower::from_source(vcfg, WeightSource{vget, codes, vstore.source()}, vroot);
 
   TensorSource get = store_tensors(store);
   const std::string proot = llava_names::kOriginalProjectorRoot;
-  LOWBIT_CHECK(store.has(proot + llava_names::kOriginalLinear1 + ".weight"), ShapeError,
+  LOWBIT_CHECK(store.has(proot + llava_names::kOriginalLinear1 + ".weight") ||
+                   store.has(proot + llava_names::kOriginalLinear1 + ".qweight"),  // a quantized checkpoint's codes
+               ShapeError,
                "{}: no projector found (looked for '{}{}.weight')", store.source(), proot, llava_names::kOriginalLinear1);
   LlavaProjector& p = m.projector;
   p.d_in = vcfg.hidden_size;
   p.d = m.cfg.text.hidden_size;
   p.act = m.cfg.projector_act;
-  p.linear_1 = load_linear(WeightSource{get, none, store.source()}, proot + llava_names::kOriginalLinear1, p.d, p.d_in, true);
-  p.linear_2 = load_linear(WeightSource{get, none, store.source()}, proot + llava_names::kOriginalLinear2, p.d, p.d, true);
-  m.language = LlamaModel::from_source(m.cfg.text, get, {}, store.source() + " (language model)", dir);
+  p.linear_1 = load_linear(WeightSource{get, codes, store.source()}, proot + llava_names::kOriginalLinear1, p.d, p.d_in, true);
+  p.linear_2 = load_linear(WeightSource{get, codes, store.source()}, proot + llava_names::kOriginalLinear2, p.d, p.d, true);
+  m.language = LlamaModel::from_source(m.cfg.text, get, packed, store.source() + " (language model)", dir);
+  m.language_root = "model.";  // the decoder under LLaMA's own names (for saving)
+  m.head_root = "";
 
   LOWBIT_CHECK(has_processor_config(tower_dir), IoError,
                "--vision-tower: {} has no preprocessor_config.json (the CLIP image processor's settings)", tower_dir);
@@ -277,7 +281,7 @@ LlavaModel load_original(const std::string& dir, const std::string& tower_dir) {
 }  // namespace
 
 LlavaModel LlavaModel::load(const std::string& dir, const std::string& vision_tower_dir, const PackedSource& packed) {
-  if (is_llava_original_dir(dir)) return load_original(dir, vision_tower_dir);
+  if (is_llava_original_dir(dir)) return load_original(dir, vision_tower_dir, packed);
   LlavaConfig cfg = LlavaConfig::load(dir);
   LOWBIT_CHECK(vision_tower_dir.empty(), ArgError,
                "--vision-tower is only for the original LLaVA layout (LlavaLlamaForCausalLM); {} ({}) has its "

@@ -127,7 +127,8 @@ class LlavaModel {
   LlamaModel language;
   std::string dir;
   std::string vision_dir;  // original layout: the --vision-tower directory
-  // HF layout: the file roots of the language model (llava_names::kLanguageRoots), for saving.
+  // The file roots of the language model (HF layout: llava_names::kLanguageRoots; original
+  // layout: "model." and ""), for saving.
   std::string language_root, head_root;
   // The image processor (Fast flavour for the HF layout, Slow + pad for the original one);
   // unset when the directory has no processor config (pixel_values() then fails).
@@ -135,7 +136,8 @@ class LlavaModel {
 
   // Either layout. The original layout needs `vision_tower_dir` (ArgError naming --vision-tower
   // when it is empty); the HF layout refuses one (ArgError: it would be ignored).
-  // packed: a quantized checkpoint's codes (HF layout only).
+  // packed: a quantized checkpoint's codes by file tensor name (either layout; the original
+  // layout's tower linears are named as in the tower directory's file, vision_model.*).
   static LlavaModel load(const std::string& dir, const std::string& vision_tower_dir = "",
                          const PackedSource& packed = {});
   // packed: a quantized checkpoint's codes by file tensor name (empty: none).

@@ -29,6 +29,7 @@ VlmParts llava_parts(LlavaModel& m, const char* family) {
   p.language_root = m.language_root;
   p.head_root = m.head_root;
   p.image_token_id = m.cfg.image_token_index;
+  p.vision_dir = m.vision_dir;
   return p;
 }
 
@@ -192,8 +193,14 @@ std::unique_ptr<Vlm> load_vlm_packed(const std::string& dir, const PackedSource&
     const WeightStore st = WeightStore::open_dir(dir);
     return std::make_unique<Idefics3Vlm>(Idefics3Model::from_store(cfg, st, dir, packed), dir);
   }
-  LOWBIT_CHECK(!is_llava_original_dir(dir), ArgError,
-               "{}: quantized checkpoints of the original LLaVA layout are not supported", dir);
+  if (is_llava_original_dir(dir)) {  // its quantized CLIP tower in a subdirectory (quant/vlm_quant.h)
+    const std::string tower = quantized_vision_tower_dir(dir);
+    LOWBIT_CHECK(!tower.empty(), FormatError,
+                 "{}: a quantized checkpoint of the original LLaVA layout must name its vision tower subdirectory "
+                 "in config.json ('lowbit_vision_tower_dir')",
+                 dir);
+    return std::make_unique<LlavaVlm>(LlavaModel::load(dir, tower, packed));
+  }
   return std::make_unique<LlavaVlm>(LlavaModel::load(dir, "", packed));
 }
 

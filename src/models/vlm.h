@@ -34,6 +34,7 @@ struct VlmParts {
   std::string language_root, head_root;
   std::string image_newline_name;       // LLaVA-NeXT
   int32_t image_token_id = -1;          // the id of the prompt's image tokens
+  std::string vision_dir;               // original LLaVA layout: the CLIP tower's own directory
 };
 
 class Vlm {
@@ -63,8 +64,9 @@ class Vlm {
 // A lowbit quantized VLM checkpoint (quant/vlm_quant.h) loads here too: packed codes and the
 // runtime quantizers installed.
 std::unique_ptr<Vlm> load_vlm(const std::string& dir, const std::string& vision_tower = "");
-// The HF-layout families with a quantized checkpoint's packed codes (by file tensor name);
-// no runtime quantizers installed (load_quantized_vlm does that).
+// Any family with a quantized checkpoint's packed codes (by file tensor name); the original
+// LLaVA layout's tower from the checkpoint's own subdirectory (quantized_vision_tower_dir).
+// No runtime quantizers installed (load_quantized_vlm does that).
 std::unique_ptr<Vlm> load_vlm_packed(const std::string& dir, const PackedSource& packed);
 
 }  // namespace lowbit

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "core/error.h"
@@ -292,9 +293,6 @@ QuantizedModel quantize_vlm(Vlm& vlm, const QuantConfig& cfg, const Tokenizer& t
                             const DriverOptions& opt) {
   cfg.validate();
   const VlmParts P = vlm.parts();
-  LOWBIT_CHECK(P.family != "llava_original", ArgError,
-               "quantizing the original LLaVA layout (LlavaLlamaForCausalLM + --vision-tower) is not supported; use "
-               "the llava-hf layout (LlavaForConditionalGeneration)");
   LlamaModel& lm = *P.language;
   // Activation groups must divide the input of every linear whose input is quantized.
   if (cfg.a_bits < 16 && cfg.a_groupsize > 0) {
@@ -446,6 +444,8 @@ QuantizedModel quantize_vlm_in_memory(Vlm& vlm, const QuantConfig& cfg, const To
 namespace {
 
 const char* kQuantFile = "lowbit_quant.json";
+const char* kTowerKey = "lowbit_vision_tower_dir";  // original LLaVA layout: config.json's pointer
+const char* kTowerSubdir = "vision_tower";
 
 // The language model's name "model.X" / "lm_head.*" in the VLM's file.
 std::string lm_file_name(const VlmParts& P, const std::string& name) {
@@ -459,11 +459,17 @@ std::string lm_file_name(const VlmParts& P, const std::string& name) {
 void save_quantized_vlm(Vlm& vlm, const QuantizedModel& q, const std::string& src_dir, const std::string& out_dir) {
   using llama_names::Role;
   const VlmParts P = vlm.parts();
-  LOWBIT_CHECK(P.family != "llava_original", ArgError,
-               "saving the original LLaVA layout quantized is not supported; use the llava-hf layout");
   const QuantRuntime& rt = *q.runtime;
   const LlamaModel& m = *P.language;
   const WeightStore src = WeightStore::open_dir(src_dir);
+  // The original layout: the CLIP tower's tensors (named P.vision->root + ..., as in the tower
+  // directory's file) go to OUT/vision_tower/model.safetensors, everything else to OUT.
+  const bool orig = P.family == "llava_original";
+  LOWBIT_CHECK(!orig || !P.vision_dir.empty(), ArgError, "{}: the original LLaVA layout needs its --vision-tower",
+               src_dir);
+  std::optional<WeightStore> vsrc;
+  if (orig) vsrc.emplace(WeightStore::open_dir(P.vision_dir));
+  auto in_tower = [&](const std::string& name) { return orig && name.rfind(P.vision->root, 0) == 0; };
 
   // What this process holds under the file's names: every tensor quantization or rotation may
   // have changed (plain), every quantized linear (packed; its ".weight" dropped).
@@ -506,22 +512,27 @@ void save_quantized_vlm(Vlm& vlm, const QuantizedModel& q, const std::string& sr
   if (!tied) linear(m.lm_head, lm_file_name(P, m.lm_head.name), {});
   if (P.stream_rows) plain[P.image_newline_name] = *P.stream_rows;
 
-  std::vector<std::pair<std::string, Tensor>> ts;
+  std::vector<std::pair<std::string, Tensor>> ts, vts;  // OUT's file; the original layout's tower file
   std::set<std::string> written;
-  for (const std::string& name : src.names()) {
-    if (dropped.count(name)) continue;
-    auto it = plain.find(name);
-    ts.push_back({name, it != plain.end() ? it->second : src.get(name)});
-    written.insert(name);
-  }
+  auto copy_store = [&](const WeightStore& st, std::vector<std::pair<std::string, Tensor>>& to) {
+    for (const std::string& name : st.names()) {
+      if (dropped.count(name)) continue;
+      auto it = plain.find(name);
+      to.push_back({name, it != plain.end() ? it->second : st.get(name)});
+      written.insert(name);
+    }
+  };
+  copy_store(src, ts);
+  if (vsrc) copy_store(*vsrc, vts);
   for (auto& [name, t] : plain)
-    if (!written.count(name)) ts.push_back({name, t});  // e.g. an lm_head untied by the rotation
+    if (!written.count(name)) (in_tower(name) ? vts : ts).push_back({name, t});  // e.g. an lm_head untied by the rotation
   for (auto& [name, lin] : packed) {
     const PackedWeight& p = *lin->qw;
-    ts.push_back({name + ".qweight", p.qweight});
-    ts.push_back({name + ".scales", p.scales});
-    ts.push_back({name + ".qzeros", p.qzeros});
-    ts.push_back({name + ".g_idx", p.g_idx});
+    auto& to = in_tower(name) ? vts : ts;
+    to.push_back({name + ".qweight", p.qweight});
+    to.push_back({name + ".scales", p.scales});
+    to.push_back({name + ".qzeros", p.qzeros});
+    to.push_back({name + ".g_idx", p.g_idx});
   }
 
   // config.json as the source's, untied when the rotation untied lm_head.
@@ -532,6 +543,7 @@ void save_quantized_vlm(Vlm& vlm, const QuantizedModel& q, const std::string& sr
     if (config.contains("text_config") && config["text_config"].is_object())
       config["text_config"]["tie_word_embeddings"] = false;
   }
+  if (orig) config[kTowerKey] = kTowerSubdir;  // mm_vision_tower (the training tower's name) stays as it was
   nlohmann::json meta = {{"format", "lowbit-fakequant"},
                          {"format_version", 1},
                          {"source_model", src_dir},
@@ -545,26 +557,61 @@ void save_quantized_vlm(Vlm& vlm, const QuantizedModel& q, const std::string& sr
                          {"quantized_linears", qlin},
                          {"towers", q.report.value("towers", nlohmann::json::object())},
                          {"report", q.report}};
+  if (orig) {
+    meta["vision_tower_source"] = P.vision_dir;
+    meta["vision_tower_dir"] = kTowerSubdir;
+  }
+  auto copy_into = [](const fs::path& from, const fs::path& to) {
+    fs::copy_file(from, to);
+    fs::permissions(to, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read | fs::perms::others_read);
+  };
   write_checkpoint_atomically(out_dir, [&](const fs::path& tmp) {
     save_safetensors((tmp / "model.safetensors").string(), ts, {{"format", "pt"}, {"lowbit", "fakequant-v1"}});
     write_file_atomic((tmp / "config.json").string(), config.dump(2) + "\n");
     for (const char* f : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
                           "generation_config.json", "processor_config.json", "preprocessor_config.json",
                           "chat_template.jinja", "chat_template.json", "added_tokens.json"})
-      if (fs::exists(fs::path(src_dir) / f)) {
-        fs::copy_file(fs::path(src_dir) / f, tmp / f);
-        fs::permissions(tmp / f, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
-                                     fs::perms::others_read);
-      }
+      if (fs::exists(fs::path(src_dir) / f)) copy_into(fs::path(src_dir) / f, tmp / f);
+    if (orig) {  // a CLIPVisionModel directory: the tower's own config and image processor settings
+      const fs::path vt = tmp / kTowerSubdir;
+      fs::create_directories(vt);
+      save_safetensors((vt / "model.safetensors").string(), vts, {{"format", "pt"}, {"lowbit", "fakequant-v1"}});
+      for (const char* f : {"config.json", "preprocessor_config.json"})
+        if (fs::exists(fs::path(P.vision_dir) / f)) copy_into(fs::path(P.vision_dir) / f, vt / f);
+    }
     write_file_atomic((tmp / kQuantFile).string(), meta.dump(2) + "\n");
   });
+}
+
+std::string quantized_vision_tower_dir(const std::string& dir) {
+  const std::string cpath = (fs::path(dir) / "config.json").string();
+  const nlohmann::json config = parse_json(read_text_file(cpath), cpath);
+  if (!config.is_object() || !config.contains(kTowerKey)) return "";
+  const nlohmann::json& v = config[kTowerKey];
+  LOWBIT_CHECK(v.is_string() && !v.get<std::string>().empty(), FormatError,
+               "{}: '{}' must be a non-empty string (a subdirectory of the checkpoint)", cpath, kTowerKey);
+  const fs::path rel(v.get<std::string>());
+  bool up = false;
+  for (const auto& part : rel) up = up || part == "..";
+  LOWBIT_CHECK(rel.is_relative() && !up, FormatError, "{}: '{}' is '{}'; it must name a subdirectory of {}", cpath,
+               kTowerKey, rel.string(), dir);
+  const fs::path tower = fs::path(dir) / rel;
+  LOWBIT_CHECK(fs::is_directory(tower), FormatError, "{}: '{}' names {}, which is not a directory", cpath, kTowerKey,
+               tower.string());
+  return tower.string();
 }
 
 PackedSource quantized_packed_source(const std::string& dir, std::shared_ptr<std::set<std::string>> used) {
   const std::string qpath = (fs::path(dir) / kQuantFile).string();
   auto meta = std::make_shared<const QuantCheckpointMeta>(parse_quant_meta(read_text_file(qpath), qpath));
-  auto st = std::make_shared<const WeightStore>(WeightStore::open_dir(dir));
-  return [meta, st, used, qpath](const std::string& lin, int64_t out, int64_t in) -> std::shared_ptr<const PackedWeight> {
+  auto main_st = std::make_shared<const WeightStore>(WeightStore::open_dir(dir));
+  const std::string tower = quantized_vision_tower_dir(dir);  // the original LLaVA layout's second file
+  auto tower_st = tower.empty() ? nullptr : std::make_shared<const WeightStore>(WeightStore::open_dir(tower));
+  return [meta, main_st, tower_st, used, qpath](const std::string& lin, int64_t out,
+                                                 int64_t in) -> std::shared_ptr<const PackedWeight> {
+    // The file holding lin's codes: the tower's when it has them (its names, vision_model.*, are
+    // not the decoder's), else OUT's.
+    const WeightStore* st = tower_st && tower_st->has(lin + ".qweight") ? tower_st.get() : main_st.get();
     auto it = meta->qlin.find(lin);
     if (it == meta->qlin.end()) {
       LOWBIT_CHECK(!st->has(lin + ".qweight"), FormatError,

@@ -67,8 +67,18 @@ QuantizedModel quantize_vlm_in_memory(Vlm& vlm, const QuantConfig& cfg, const To
 // templates) and one model.safetensors under the family's own tensor names, quantized linears
 // as packed codes (X.qweight / X.scales / X.qzeros / X.g_idx as in quant/checkpoint.h), plus
 // lowbit_quant.json with the per-tower settings and per-layer errors grouped by tower.
+// The original LLaVA layout (LlavaLlamaForCausalLM + a separate CLIP directory) is written in
+// that layout, self-contained: OUT/ holds the decoder and projector (model.*, lm_head.*) with the
+// source's config.json plus "lowbit_vision_tower_dir": "vision_tower", and OUT/vision_tower/ is a
+// CLIPVisionModel directory (the tower directory's config.json and preprocessor_config.json, its
+// model.safetensors with the tower quantized under its own names, vision_model.*);
+// lowbit_quant.json (in OUT) lists the linears of both files.
 // Written atomically (write_checkpoint_atomically).
 void save_quantized_vlm(Vlm& vlm, const QuantizedModel& q, const std::string& src_dir, const std::string& out_dir);
+// The subdirectory of a quantized original-layout LLaVA checkpoint that holds its CLIP tower
+// (config.json's "lowbit_vision_tower_dir", relative to dir), or "" when the config names none.
+// FormatError for an absolute path, one with "..", or one that is not a directory.
+std::string quantized_vision_tower_dir(const std::string& dir);
 // The packed codes of a quantized checkpoint by file tensor name (for the family loaders'
 // `packed` argument; FormatError for codes the metadata does not list, or the reverse);
 // `used`, when given, collects the names handed out.
