@@ -276,5 +276,29 @@ TEST(VlmQuantOriginalCli, QuantizeThenGenerate) {
                           "--vision-tower", 2);
 }
 
+// eval ppl / eval zeroshot quantize the original layout in memory with --vision-tower. The square
+// layout holds tiny-llava-1.5's weights, so with the same RTN flags (deterministic) the quantized
+// language model's perplexity equals the HF layout's.
+TEST(VlmQuantOriginalCli, EvalPplWithVisionTower) {
+  LOWBIT_REQUIRE_SHARED(hf_dir, "models/tiny-llava-1.5");
+  LOWBIT_REQUIRE_SHARED(ts, "data/text/tinystories_val.txt");
+  const std::string tmp = test::temp_dir("vlmq_orig_ppl");
+  const test::LlavaOriginalLayout o = test::write_llava_original_layout(hf_dir, tmp + "/src", "square");
+  const std::string ppl = "eval ppl --data " + ts + " --data-end 20000 --seqlen 128 --max-windows 2 --threads 1 --quiet ";
+  const std::string q = " --wbits 8,8,4 --w_rtn";
+  const json a = test::run_lowbit_json(ppl + "--model " + o.llava + " --vision-tower " + o.clip + q, tmp + "/a.json");
+  const json b = test::run_lowbit_json(ppl + "--model " + hf_dir + q, tmp + "/b.json");
+  const json fp = test::run_lowbit_json(ppl + "--model " + hf_dir, tmp + "/fp.json");
+  ASSERT_FALSE(a.is_null() || b.is_null() || fp.is_null());
+  EXPECT_EQ(a["ppl"], b["ppl"]);
+  EXPECT_NE(a["ppl"], fp["ppl"]);  // the language model really was quantized
+  // Quantization flags without the tower, and the tower without quantization flags: one line each.
+  test::expect_error_line(test::run_lowbit(ppl + "--model " + o.llava + q), "--vision-tower", 2);
+  test::expect_error_line(test::run_lowbit(ppl + "--model " + o.llava + " --vision-tower " + o.clip), "--vision-tower", 2);
+  test::expect_error_line(test::run_lowbit("eval zeroshot --tasks arc_easy --limit 1 --model " + hf_dir +
+                                           " --vision-tower " + o.clip + q),
+                          "--vision-tower", 2);
+}
+
 }  // namespace
 }  // namespace lowbit

@@ -20,7 +20,7 @@ namespace {
 void add_eval_ppl(CLI::App* eval, Common& common, Runner* run) {
   auto* ppl = eval->add_subcommand("ppl", "perplexity over non-overlapping windows (GPTQ/QuaRot protocol)");
   struct Opts {
-    std::string model, data, output_json, tokenizer = "auto";
+    std::string model, data, output_json, tokenizer = "auto", vision_tower;
     int64_t seqlen = -1, max_windows = -1, data_begin = 0, data_end = -1;
     QuantFlags flags;
   };
@@ -38,6 +38,9 @@ void add_eval_ppl(CLI::App* eval, Common& common, Runner* run) {
       ->check(minus_one_or_at_least(1));
   ppl->add_option("--output-json,--output_json", o->output_json, "write the result as JSON");
   ppl->add_option("--tokenizer", o->tokenizer, "auto | json | spm")->capture_default_str();
+  ppl->add_option("--vision-tower,--vision_tower", o->vision_tower,
+                  "original LLaVA layout: its CLIP directory, to quantize the whole model in memory "
+                  "(with quantization flags)");
   ppl->add_option("--threads", common.threads, "CPU threads (0: all cores)")->check(CLI::Range(0, 4096));
   add_device_option(ppl, common);
   ppl->add_flag("--quiet", common.quiet, "no progress output");
@@ -49,10 +52,13 @@ void add_eval_ppl(CLI::App* eval, Common& common, Runner* run) {
                  "--data-end {} must be greater than --data-begin {}", o->data_end, o->data_begin);
     LlamaModel model = load_model(o->model);
     QuantConfig qc = o->flags.resolve(model.cfg.max_position);
+    LOWBIT_CHECK(o->vision_tower.empty() || qc.any(), ArgError,
+                 "--vision-tower is read only with quantization flags (the evaluation itself reads the language "
+                 "model alone)");
     auto tok = load_tokenizer(o->model, o->tokenizer);
     nlohmann::json qreport;
     if (qc.any()) {
-      qreport = quantize_for_text_eval(model, qc, *tok, o->model).report;  // a VLM: whole, tower by tower
+      qreport = quantize_for_text_eval(model, qc, *tok, o->model, o->vision_tower).report;  // a VLM: whole, tower by tower
     }
     if (o->seqlen < 0) o->seqlen = std::min<int64_t>(2048, model.cfg.max_position);
     LOWBIT_CHECK(o->seqlen <= model.cfg.max_position, ArgError,

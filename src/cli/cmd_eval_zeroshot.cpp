@@ -42,7 +42,7 @@ std::string fmt_num(const nlohmann::json& r, const char* key) {
 void add_eval_zeroshot(CLI::App* eval, Common& common, Runner* run) {
   auto* zs = eval->add_subcommand("zeroshot", "zero-shot tasks scored as lm-eval-harness scores them");
   struct Opts {
-    std::string model, tasks, tasks_dir, output_json, tokenizer = "auto";
+    std::string model, tasks, tasks_dir, output_json, tokenizer = "auto", vision_tower;
     int64_t limit = -1;
     bool no_prefix_reuse = false, log_samples = false;
     QuantFlags flags;
@@ -62,6 +62,9 @@ void add_eval_zeroshot(CLI::App* eval, Common& common, Runner* run) {
   zs->add_flag("--no-prefix-reuse", o->no_prefix_reuse,
                "run every choice from the first token (slower; the same numbers up to rounding)");
   zs->add_option("--tokenizer", o->tokenizer, "auto | json | spm")->capture_default_str();
+  zs->add_option("--vision-tower,--vision_tower", o->vision_tower,
+                  "original LLaVA layout: its CLIP directory, to quantize the whole model in memory "
+                  "(with quantization flags)");
   zs->add_option("--threads", common.threads, "CPU threads (0: all cores)")->check(CLI::Range(0, 4096));
   add_device_option(zs, common);
   zs->add_flag("--quiet", common.quiet, "no progress output");
@@ -89,10 +92,13 @@ void add_eval_zeroshot(CLI::App* eval, Common& common, Runner* run) {
     zo.log_samples = o->log_samples;
     LlamaModel model = load_model(o->model);
     QuantConfig qc = o->flags.resolve(model.cfg.max_position);
+    LOWBIT_CHECK(o->vision_tower.empty() || qc.any(), ArgError,
+                 "--vision-tower is read only with quantization flags (the evaluation itself reads the language "
+                 "model alone)");
     auto tok = load_tokenizer(o->model, o->tokenizer);
     nlohmann::json qreport;
     if (qc.any()) {
-      qreport = quantize_for_text_eval(model, qc, *tok, o->model).report;  // a VLM: whole, tower by tower
+      qreport = quantize_for_text_eval(model, qc, *tok, o->model, o->vision_tower).report;  // a VLM: whole, tower by tower
     }
     nlohmann::json j = eval_zeroshot(model, *tok, tasks, zo);
     std::printf("%-16s %6s %8s %8s %8s %8s %10s %10s\n", "task", "n", "acc", "±", "acc_norm", "±", "ppl", "±");

@@ -4,6 +4,7 @@
 #include "core/progress.h"
 #include "eval/perplexity.h"
 #include "io/files.h"
+#include "models/llava.h"
 #include "models/loader.h"
 #include "models/vlm.h"
 #include "quant/calibration.h"
@@ -37,16 +38,18 @@ void check_no_vlm_settings(const QuantConfig& c, const std::string& model, const
 }
 
 QuantizedModel quantize_for_text_eval(LlamaModel& model, const QuantConfig& c, const Tokenizer& tok,
-                                      const std::string& dir) {
+                                      const std::string& dir, const std::string& vision_tower) {
   LOWBIT_CHECK(!is_quantized_checkpoint(dir), ArgError,
                "{} is already quantized; quantization flags apply to full-precision models", dir);
+  LOWBIT_CHECK(vision_tower.empty() || is_llava_original_dir(dir), ArgError,
+               "--vision-tower is only for the original LLaVA layout (LlavaLlamaForCausalLM); {} is not one", dir);
   if (!is_vlm_dir(dir)) {
     check_no_vlm_settings(c, dir);
     return quantize_in_memory(model, c, tok);
   }
   // The whole VLM, tower by tower (its calibration may hold images); the caller evaluates
   // its language model.
-  std::unique_ptr<Vlm> v = load_vlm(dir);
+  std::unique_ptr<Vlm> v = load_vlm(dir, vision_tower);
   QuantizedModel q = quantize_vlm_in_memory(*v, c, tok, dir);
   model = std::move(v->language());
   return q;

@@ -20,8 +20,8 @@ void check_no_vlm_settings(const QuantConfig& cfg, const std::string& model, con
 // In-memory quantization for the text evaluations (eval ppl, eval zeroshot, quarot) of the model
 // loaded from `dir` into `model`: a VLM directory is quantized whole, tower by tower, and `model`
 // becomes its quantized language model; a text-only model refuses VLM settings. ArgError for an
-// already-quantized checkpoint.
+// already-quantized checkpoint. vision_tower: the original LLaVA layout's CLIP directory.
 QuantizedModel quantize_for_text_eval(LlamaModel& model, const QuantConfig& cfg, const Tokenizer& tok,
-                                      const std::string& dir);
+                                      const std::string& dir, const std::string& vision_tower = "");
 
 }  // namespace lowbit::cli
