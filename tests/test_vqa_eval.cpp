@@ -357,6 +357,42 @@ TEST_F(VqaEval, InMemoryQuantization) {
                     "different run", 2);
 }
 
+// Two quantized checkpoints of the same shapes written in turn to the same path (RTN with and
+// without the MSE clip search: same config.json, same tensor names, shapes and file sizes, only
+// the codes, scales and lowbit_quant.json differ) are different models: the second one's run is
+// refused in the first one's --output unless --force. Also a checkpoint whose weights changed in
+// one byte (nothing else) is told apart.
+TEST_F(VqaEval, FingerprintTellsCheckpointsApart) {
+  const std::string ckpt = *root_ + "/fp_ckpt", out = *root_ + "/fp_answers";
+  RunResult r = run_lowbit("quantize --model " + a_->model + " --out " + ckpt + " --wbits 16,16,4 --w_rtn --quiet");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto size1 = fs::file_size(ckpt + "/model.safetensors");
+  r = run_lowbit(args(ckpt, "vqav2", *q_, a_->images, out, "--limit 1"));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  fs::remove_all(ckpt);
+  r = run_lowbit("quantize --model " + a_->model + " --out " + ckpt + " --wbits 16,16,4 --w_rtn --w_clip --quiet");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  ASSERT_EQ(fs::file_size(ckpt + "/model.safetensors"), size1) << "the test needs checkpoints of equal sizes";
+  r = run_lowbit(args(ckpt, "vqav2", *q_, a_->images, out, "--limit 1"));
+  expect_error_line(r, "different run", 2);
+  EXPECT_NE(r.out.find("model"), std::string::npos) << r.out;
+  r = run_lowbit(args(ckpt, "vqav2", *q_, a_->images, out, "--limit 1 --force"));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+
+  // The same lowbit_quant.json, one weight byte changed (the last byte of the tensor data).
+  const std::string st = ckpt + "/model.safetensors";
+  fs::permissions(st, fs::perms::owner_write, fs::perm_options::add);
+  {
+    std::fstream f(st, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(-1, std::ios::end);
+    const char c = char(f.get());
+    f.seekp(-1, std::ios::end);
+    f.put(char(c ^ 0x01));
+  }
+  r = run_lowbit(args(ckpt, "vqav2", *q_, a_->images, out, "--limit 1"));
+  expect_error_line(r, "different run", 2);
+}
+
 // --template overrides the seed prompt: a conversation template renders the task's instruction
 // text; raw uses it as is after "<image>\n"; an unknown name is a usage error.
 TEST_F(VqaEval, TemplateOverride) {

@@ -56,22 +56,74 @@ void parse_vqa_shard(const std::string& s, int64_t* index, int64_t* count) {
 
 namespace {
 
-// Content identity of a model directory: config.json's and tokenizer files' hashes, weight sizes.
+// Identity of one .safetensors file: its size, its header (every tensor's name, dtype, shape and
+// offsets) and a bounded sample of its data: the first and the last kWeightSample bytes after the
+// header (the whole data when smaller). Bounded so that fingerprinting a 7B model reads ~8 MiB per
+// shard, not 14 GB; two checkpoints of the same shapes (RTN vs GPTQ codes, a fine-tune) differ in
+// practically every byte, so the sample tells them apart. A file whose header cannot be read is
+// hashed by the same bounded sample of its bytes (the loader reports it later).
+constexpr uint64_t kWeightSample = uint64_t(4) << 20;
+
+std::string weights_identity(const fs::path& p) {
+  std::FILE* f = std::fopen(p.c_str(), "rb");
+  LOWBIT_CHECK(f != nullptr, IoError, "--model: cannot read {}", p.string());
+  const uint64_t size = fs::file_size(p);
+  const auto read_at = [&](uint64_t off, uint64_t n) {
+    std::string b(size_t(n), '\0');
+    if (n == 0) return b;
+    const bool ok = std::fseek(f, long(off), SEEK_SET) == 0 && std::fread(b.data(), 1, b.size(), f) == b.size();
+    if (!ok) {
+      std::fclose(f);
+      throw IoError(fmt::format("--model: cannot read {} ({} bytes at {})", p.string(), n, off));
+    }
+    return b;
+  };
+  uint64_t data = 0;  // where the tensor data begins
+  if (size >= 8) {
+    const std::string len = read_at(0, 8);
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; --i) n = (n << 8) | uint8_t(len[size_t(i)]);  // little-endian u64
+    if (n <= size - 8) data = 8 + n;
+  }
+  std::string bytes = fmt::format("{}:", size) + read_at(0, data);  // the header
+  const uint64_t body = size - data;
+  if (body <= 2 * kWeightSample) {
+    bytes += read_at(data, body);
+  } else {
+    bytes += read_at(data, kWeightSample);
+    bytes += read_at(size - kWeightSample, kWeightSample);
+  }
+  std::fclose(f);
+  return fnv1a_hex(bytes);
+}
+
+// Content identity of a model directory: the hashes of its config, tokenizer, processor,
+// template and lowbit_quant.json files and of each .safetensors file (weights_identity), for the
+// directory and each of its immediate subdirectories (e.g. a vision_tower/ folder), keyed by
+// relative path.
 json dir_identity(const std::string& dir) {
   json id = json::object();
   if (dir.empty()) return id;
-  for (const char* f : {"config.json", "tokenizer.json", "tokenizer.model", "preprocessor_config.json",
-                        "processor_config.json", "chat_template.jinja", "chat_template.json"}) {
-    const fs::path p = fs::path(dir) / f;
-    if (fs::is_regular_file(p)) id[f] = fnv1a_hex(read_text_file(p.string()));
-  }
-  std::vector<std::string> weights;
+  std::vector<fs::path> dirs = {fs::path(dir)};
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(dir, ec))
-    if (e.is_regular_file() && e.path().extension() == ".safetensors")
-      weights.push_back(fmt::format("{}:{}", e.path().filename().string(), e.file_size()));
-  std::sort(weights.begin(), weights.end());
-  id["weights"] = weights;
+    if (e.is_directory()) dirs.push_back(e.path());
+  std::sort(dirs.begin() + 1, dirs.end());
+  for (const fs::path& d : dirs) {
+    const std::string prefix = d == fs::path(dir) ? "" : d.filename().string() + "/";
+    for (const char* f : {"config.json", "lowbit_quant.json", "tokenizer.json", "tokenizer.model",
+                          "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                          "preprocessor_config.json", "processor_config.json", "chat_template.jinja",
+                          "chat_template.json"}) {
+      const fs::path p = d / f;
+      if (fs::is_regular_file(p)) id[prefix + f] = fnv1a_hex(read_text_file(p.string()));
+    }
+    std::vector<fs::path> weights;
+    for (const auto& e : fs::directory_iterator(d, ec))
+      if (e.is_regular_file() && e.path().extension() == ".safetensors") weights.push_back(e.path());
+    std::sort(weights.begin(), weights.end());
+    for (const fs::path& w : weights) id[prefix + w.filename().string()] = weights_identity(w);
+  }
   return id;
 }
 
