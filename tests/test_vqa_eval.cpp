@@ -15,6 +15,7 @@
 
 #include "core/error.h"
 #include "eval/vqa_dataset.h"
+#include "eval/vqa_metrics.h"
 #include "testing.h"
 
 using lowbit::test::expect_error_line;
@@ -511,21 +512,53 @@ TEST_F(VqaEval, ScienceQaLlavaFile) {
                                                            "sand" + instr + " ASSISTANT: ");
   EXPECT_EQ(rec.at("8")["prompt"],
             std::string(kVicuna) + " USER: Which is a mammal?\nA. trout\nB. whale\nC. crab" + instr + " ASSISTANT: ");
-  // Accuracy = the share of extracted letters equal to the truth (A, B); the extraction itself
-  // is tested in test_vqa_metrics.
-  const double expect = ((rec.at("7")["answer"] == "A") + (rec.at("8")["answer"] == "B")) / 2.0;
-  const json acc = load(out + "/accuracy.json");
-  EXPECT_DOUBLE_EQ(acc["accuracy"].get<double>(), expect);
-  EXPECT_EQ(acc["by"]["context"]["image"]["questions"], 1);
-  EXPECT_EQ(acc["by"]["context"]["no image"]["questions"], 1);
+  // Each stored answer is the letter read from the stored text (the reading itself, C1..C4, is
+  // tested in test_vqa_metrics).
+  const std::map<std::string, std::map<std::string, std::string>> options = {
+      {"7", {{"A", "water"}, {"B", "sand"}}}, {"8", {{"A", "trout"}, {"B", "whale"}, {"C", "crab"}}}};
+  for (const auto& [key, opts] : options)
+    EXPECT_EQ(rec.at(key)["answer"], lowbit::scienceqa_extract_letter(rec.at(key)["text"].get<std::string>(), opts))
+        << key;
+  // Context groups as ScienceQA's evaluator forms them: 7 has a context line and an image
+  // (has_text and has_image), 8 neither (no_context).
+  json acc = load(out + "/accuracy.json");
+  EXPECT_EQ(acc["by"]["context"]["has_text"]["questions"], 1);
+  EXPECT_EQ(acc["by"]["context"]["has_image"]["questions"], 1);
+  EXPECT_EQ(acc["by"]["context"]["no_context"]["questions"], 1);
+  EXPECT_EQ(acc["by"]["context"].size(), 3u) << acc["by"];
+
+  // Truths written so that exactly one of the two is right: 7's truth is the letter it answered,
+  // 8's a different one. The answer turns are not part of the prompt, so the rerun (another
+  // questions file: another fingerprint) answers the same; accuracy = (1 + 0) / 2 = 0.5;
+  // has_text = has_image = 1 (item 7), no_context = 0 (item 8).
+  const std::string a7 = rec.at("7")["answer"].get<std::string>(), a8 = rec.at("8")["answer"].get<std::string>();
+  data[0]["conversations"][1]["value"] = "The answer is " + a7 + ".";
+  data[1]["conversations"][1]["value"] = std::string(a8 == "A" ? "B" : "A") + ". the other one";
+  const std::string q2 = *root_ + "/llava_test_CQM-A_truth.json";
+  write_file(q2, data.dump());
+  const std::string out2 = *root_ + "/sqa_llava_truth";
+  const RunResult r2 = run_lowbit(args(a_->model, "scienceqa", q2, a_->images, out2));
+  ASSERT_EQ(r2.exit_code, 0) << r2.out;
+  const auto rec2 = records(out2);
+  for (const char* key : {"7", "8"}) EXPECT_EQ(rec2.at(key)["text"], rec.at(key)["text"]) << key;
+  acc = load(out2 + "/accuracy.json");
+  EXPECT_DOUBLE_EQ(acc["accuracy"].get<double>(), 0.5);
+  EXPECT_DOUBLE_EQ(acc["by"]["context"]["has_text"]["accuracy"].get<double>(), 1.0);
+  EXPECT_DOUBLE_EQ(acc["by"]["context"]["has_image"]["accuracy"].get<double>(), 1.0);
+  EXPECT_DOUBLE_EQ(acc["by"]["context"]["no_context"]["accuracy"].get<double>(), 0.0);
 }
 
 // ScienceQA's problems.json + pid_splits.json on SmolVLM: the split chosen, QSVD's SmolVLM prompt,
-// subject / context / grade groups.
+// subject / context / grade groups (context overlapping, as ScienceQA's evaluator forms it).
 TEST_F(VqaEval, ScienceQaProblemsOnSmolVlm) {
   if (a_->smol.empty()) GTEST_SKIP() << "tiny-smolvlm not found";
   const std::string dir = *root_ + "/scienceqa";
   fs::create_directories(dir);
+  fs::create_directories(a_->images + "/10");
+  fs::copy_file(a_->images + "/7/image.png", a_->images + "/10/image.png", fs::copy_options::overwrite_existing);
+  // 7: image, no hint; 8: hint, no image; 10: image and hint; 11: neither; 9: train split. 10 and
+  // 11 have an empty choice B: every output contains it, so they answer "B" whatever the random
+  // weights generate (C3 of the letter reading), unless the output names a letter.
   json problems = {
       {"7", {{"question", "What is shown?"}, {"choices", {"water", "sand"}}, {"answer", 0}, {"hint", ""},
              {"image", "image.png"}, {"subject", "natural science"}, {"grade", "grade3"}, {"split", "test"}}},
@@ -533,27 +566,71 @@ TEST_F(VqaEval, ScienceQaProblemsOnSmolVlm) {
              {"hint", "A noun names a thing."}, {"image", nullptr}, {"subject", "language science"},
              {"grade", "grade8"}, {"split", "test"}}},
       {"9", {{"question", "Train only?"}, {"choices", {"x", "y"}}, {"answer", 0}, {"hint", ""}, {"image", nullptr},
-             {"subject", "social science"}, {"grade", "grade1"}, {"split", "train"}}}};
+             {"subject", "social science"}, {"grade", "grade1"}, {"split", "train"}}},
+      {"10", {{"question", "Is it wet?"}, {"choices", {"yes", ""}}, {"answer", 0}, {"hint", "Look at the lake."},
+              {"image", "image.png"}, {"subject", "natural science"}, {"grade", "grade10"}, {"split", "test"}}},
+      {"11", {{"question", "Which is a city?"}, {"choices", {"Paris", ""}}, {"answer", 0}, {"hint", ""},
+              {"image", nullptr}, {"subject", "social science"}, {"grade", "grade2"}, {"split", "test"}}}};
   write_file(dir + "/problems.json", problems.dump());
-  write_file(dir + "/pid_splits.json", json{{"train", {"9"}}, {"test", {"7", "8"}}}.dump());
+  write_file(dir + "/pid_splits.json", json{{"train", {"9"}}, {"test", {"7", "8", "10", "11"}}}.dump());
   const std::string out = *root_ + "/sqa_smol";
   const RunResult r = run_lowbit(args(a_->smol, "scienceqa", dir + "/problems.json", a_->images, out));
   ASSERT_EQ(r.exit_code, 0) << r.out;
   const auto rec = records(out);
-  ASSERT_EQ(rec.size(), 2u);
+  ASSERT_EQ(rec.size(), 4u);
   EXPECT_EQ(rec.count("9"), 0u);
   EXPECT_EQ(rec.at("8")["prompt"],
             "<|begin_of_text|>User: Hint: A noun names a thing.\nQuestion: Which word is a noun?\nChoices:\nA. run\nB. "
             "dog\nC. blue\nAnswer with the letter.<end_of_utterance>\nAssistant: Answer:");
   const std::string p7 = rec.at("7")["prompt"].get<std::string>();
   EXPECT_EQ(p7.rfind("<|begin_of_text|>User:<image>Question: What is shown?\nChoices:\nA. water\nB. sand\n", 0), 0u) << p7;
-  const json acc = load(out + "/accuracy.json");
-  EXPECT_EQ(acc["by"]["grade"]["G1-6"]["questions"], 1);
-  EXPECT_EQ(acc["by"]["grade"]["G7-12"]["questions"], 1);
-  EXPECT_EQ(acc["by"]["context"]["text"]["questions"], 1);
-  EXPECT_EQ(acc["by"]["subject"]["natural science"]["questions"], 1);
-  const double expect = ((rec.at("7")["answer"] == "A") + (rec.at("8")["answer"] == "B")) / 2.0;
-  EXPECT_DOUBLE_EQ(acc["accuracy"].get<double>(), expect);
+  std::map<std::string, std::map<std::string, std::string>> options;
+  for (const char* key : {"7", "8", "10", "11"}) {
+    const json& c = problems[key]["choices"];
+    for (size_t i = 0; i < c.size(); ++i) options[key][std::string(1, char('A' + i))] = c[i].get<std::string>();
+    EXPECT_EQ(rec.at(key)["answer"],
+              lowbit::scienceqa_extract_letter(rec.at(key)["text"].get<std::string>(), options[key]))
+        << key;
+  }
+  // Groups (question counts by hand): grade G1-6 = {7, 11}, G7-12 = {8, 10}; subject natural
+  // science = {7, 10}; context has_image = {7, 10}, has_text = {8, 10}, no_context = {11}.
+  json acc = load(out + "/accuracy.json");
+  EXPECT_EQ(acc["by"]["grade"]["G1-6"]["questions"], 2);
+  EXPECT_EQ(acc["by"]["grade"]["G7-12"]["questions"], 2);
+  EXPECT_EQ(acc["by"]["subject"]["natural science"]["questions"], 2);
+  EXPECT_EQ(acc["by"]["context"]["has_image"]["questions"], 2);
+  EXPECT_EQ(acc["by"]["context"]["has_text"]["questions"], 2);
+  EXPECT_EQ(acc["by"]["context"]["no_context"]["questions"], 1);
+  EXPECT_EQ(acc["by"]["context"].size(), 3u) << acc["by"];
+
+  // Truths so that 10 and 11 are right (their answer index = the letter they gave) and 7 and 8
+  // wrong (another letter). Only "answer" changes: same prompts, same texts. By hand: accuracy
+  // 2/4 = 0.5; has_image {7, 10} = 0.5, has_text {8, 10} = 0.5, no_context {11} = 1; G1-6 {7, 11}
+  // = 0.5; natural science {7, 10} = 0.5, social science {11} = 1.
+  for (const char* key : {"10", "11"}) {
+    const std::string a = rec.at(key)["answer"].get<std::string>();
+    ASSERT_TRUE(options[key].count(a)) << key << " answered no option letter (\"" << a << "\"): the test needs one";
+    problems[key]["answer"] = a[0] - 'A';
+  }
+  for (const char* key : {"7", "8"}) problems[key]["answer"] = rec.at(key)["answer"] == "A" ? 1 : 0;
+  const std::string dir2 = *root_ + "/scienceqa_truth";
+  fs::create_directories(dir2);
+  write_file(dir2 + "/problems.json", problems.dump());
+  fs::copy_file(dir + "/pid_splits.json", dir2 + "/pid_splits.json", fs::copy_options::overwrite_existing);
+  const std::string out2 = *root_ + "/sqa_smol_truth";
+  const RunResult r2 = run_lowbit(args(a_->smol, "scienceqa", dir2 + "/problems.json", a_->images, out2));
+  ASSERT_EQ(r2.exit_code, 0) << r2.out;
+  const auto rec2 = records(out2);
+  for (const char* key : {"7", "8", "10", "11"}) EXPECT_EQ(rec2.at(key)["text"], rec.at(key)["text"]) << key;
+  acc = load(out2 + "/accuracy.json");
+  EXPECT_DOUBLE_EQ(acc["accuracy"].get<double>(), 0.5);
+  EXPECT_DOUBLE_EQ(acc["by"]["context"]["has_image"]["accuracy"].get<double>(), 0.5);
+  EXPECT_DOUBLE_EQ(acc["by"]["context"]["has_text"]["accuracy"].get<double>(), 0.5);
+  EXPECT_DOUBLE_EQ(acc["by"]["context"]["no_context"]["accuracy"].get<double>(), 1.0);
+  EXPECT_DOUBLE_EQ(acc["by"]["grade"]["G1-6"]["accuracy"].get<double>(), 0.5);
+  EXPECT_DOUBLE_EQ(acc["by"]["grade"]["G7-12"]["accuracy"].get<double>(), 0.5);
+  EXPECT_DOUBLE_EQ(acc["by"]["subject"]["natural science"]["accuracy"].get<double>(), 0.5);
+  EXPECT_DOUBLE_EQ(acc["by"]["subject"]["social science"]["accuracy"].get<double>(), 1.0);
 }
 
 // The readers on their own (no model): keys of repeated ids, TextVQA's question line when the text

@@ -179,7 +179,7 @@ VqaDataset load_vqav2(const std::string& qfile, const std::string& afile) {
     q.answers = answer_list(x, afile, "question " + q.key);
     q.has_truth = true;
     for (const char* g : {"answer_type", "question_type"})
-      if (x.contains(g) && x[g].is_string()) q.groups[g] = x[g].get<std::string>();
+      if (x.contains(g) && x[g].is_string()) q.groups.emplace(g, x[g].get<std::string>());
   }
   d.scored = true;
   return d;
@@ -223,12 +223,12 @@ VqaDataset load_vizwiz(const std::string& qfile, const std::string& afile) {
     const json& x = *it->second;
     q.answers = answer_list(x, afile, "image " + q.image);
     q.has_truth = true;
-    if (x.contains("answer_type") && x["answer_type"].is_string()) q.groups["answer_type"] = x["answer_type"].get<std::string>();
+    if (x.contains("answer_type") && x["answer_type"].is_string()) q.groups.emplace("answer_type", x["answer_type"].get<std::string>());
     if (x.contains("answerable") && (x["answerable"].is_number() || x["answerable"].is_boolean()))
-      q.groups["answerable"] =
-          (x["answerable"].is_boolean() ? x["answerable"].get<bool>() : x["answerable"].get<double>() != 0)
-              ? "answerable"
-              : "unanswerable";
+      q.groups.emplace("answerable",
+                       (x["answerable"].is_boolean() ? x["answerable"].get<bool>() : x["answerable"].get<double>() != 0)
+                           ? "answerable"
+                           : "unanswerable");
   }
   d.scored = true;
   return d;
@@ -251,6 +251,26 @@ std::map<std::string, std::string> parse_options(const std::string& text) {
     opts[std::string(1, text[p + 1])] = strip_ws(text.substr(p + 4, end == std::string::npos ? std::string::npos : end - p - 4));
   }
   return opts;
+}
+
+// ScienceQA's context groups as its own evaluator forms them (TXT / IMG / NO), overlapping:
+// has_text = the hint is non-empty (with or without an image), has_image = the question has an
+// image, no_context = neither.
+void add_context_groups(VqaQuestion& q, const std::string& hint) {
+  if (!strip_ws(hint).empty()) q.groups.emplace("context", "has_text");
+  if (!q.image.empty()) q.groups.emplace("context", "has_image");
+  if (strip_ws(hint).empty() && q.image.empty()) q.groups.emplace("context", "no_context");
+}
+
+// The hint of a LLaVA-converted question: its "Context: …" line, "" when absent or "N/A" (what
+// LLaVA's converter writes for an empty hint).
+std::string llava_context(const std::string& text) {
+  for (const std::string& l : split_lines(text))
+    if (l.rfind("Context:", 0) == 0) {
+      const std::string c = strip_ws(l.substr(8));
+      return c == "N/A" ? "" : c;
+    }
+  return "";
 }
 
 // The gpt turn's letter: "X", "X. …", or "… The answer is X…" (last occurrence); "" if none.
@@ -287,7 +307,7 @@ VqaDataset load_scienceqa_llava(const json& j, const std::string& qfile) {
                  gpt.substr(0, 60));
     q.has_truth = true;
     if (x.contains("image") && x["image"].is_string()) q.image = x["image"].get<std::string>();
-    q.groups["context"] = q.image.empty() ? "no image" : "image";
+    add_context_groups(q, llava_context(q.llava_text));
     d.questions.push_back(std::move(q));
   }
   assign_keys(d.questions);
@@ -327,15 +347,15 @@ VqaDataset load_scienceqa_problems(const json& problems, const std::string& qfil
     if (p.contains("hint") && p["hint"].is_string()) q.hint = p["hint"].get<std::string>();
     if (p.contains("image") && p["image"].is_string() && !p["image"].get<std::string>().empty())
       q.image = pid + "/" + p["image"].get<std::string>();
-    // The ScienceQA paper's groups: subject, context modality (TXT / IMG / NO), grade band.
-    if (p.contains("subject") && p["subject"].is_string()) q.groups["subject"] = p["subject"].get<std::string>();
-    q.groups["context"] = !q.image.empty() ? "image" : (!q.hint.empty() ? "text" : "no context");
+    // The ScienceQA paper's groups: subject, context modality (TXT / IMG / NO, overlapping), grade band.
+    if (p.contains("subject") && p["subject"].is_string()) q.groups.emplace("subject", p["subject"].get<std::string>());
+    add_context_groups(q, q.hint);
     if (p.contains("grade") && p["grade"].is_string()) {
       const std::string g = p["grade"].get<std::string>();  // "grade1" … "grade12"
       int n = 0;
       for (char c : g)
         if (c >= '0' && c <= '9') n = n * 10 + (c - '0');
-      if (n > 0) q.groups["grade"] = n <= 6 ? "G1-6" : "G7-12";
+      if (n > 0) q.groups.emplace("grade", n <= 6 ? "G1-6" : "G7-12");
     }
     d.questions.push_back(std::move(q));
   }

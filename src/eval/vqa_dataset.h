@@ -26,6 +26,9 @@
 //             problems.json) choosing the split (--split, default test).
 //             image: <images>/<image> (LLaVA file) or <images>/<pid>/<image> (problems.json); a
 //             question without an image is asked as text alone.
+//             Breakdowns: subject and grade band (G1-6, G7-12; problems.json only) and context as
+//             ScienceQA's evaluator defines it, overlapping: has_text (a non-empty hint; in the
+//             LLaVA file a "Context: " line other than "N/A"), has_image, no_context (neither).
 //
 // Every question gets a key unique in the file: its question id as a string ("id" or pid for
 // ScienceQA); an id repeated in the file gets "#2", "#3", … on its later occurrences (LLaVA's
@@ -56,8 +59,9 @@ struct VqaQuestion {
   std::string hint;                          // problems.json "hint" (context)
   std::map<std::string, std::string> options;  // letter → option text
   std::string llava_text;                    // LLaVA file: the human turn, <image> removed, stripped
-  // Breakdown groups, e.g. {"answer_type": "yes/no"}, {"subject": "natural science"}.
-  std::map<std::string, std::string> groups;
+  // Breakdown groups, e.g. {"answer_type": "yes/no"}, {"subject": "natural science"}; a question
+  // may be in several values of one group (ScienceQA's context: has_text and has_image overlap).
+  std::multimap<std::string, std::string> groups;
 };
 
 struct VqaDataset {
