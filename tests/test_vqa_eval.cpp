@@ -666,6 +666,26 @@ TEST(VqaDataset, Readers) {
   EXPECT_EQ(s.questions[0].answer_letter, "A");
   EXPECT_TRUE(s.questions[0].image.empty());
 
+  // An answer turn naming no letter: the error quotes it on one line (newlines escaped), cut at a
+  // character boundary (byte 60 falls inside the 2-byte "é" at bytes 59..60).
+  const std::string gpt = "no letter\nhere " + std::string(44, 'x') + "\xC3\xA9" + " and more\nlines";
+  ASSERT_EQ(gpt.substr(59, 2), "\xC3\xA9");
+  write_file(dir + "/sqa_bad.json",
+             json::array({{{"id", 6},
+                           {"conversations",
+                            {{{"from", "human"}, {"value", "Which?\nA. x\nB. y"}}, {{"from", "gpt"}, {"value", gpt}}}}}})
+                 .dump());
+  try {
+    lowbit::load_vqa_dataset(lowbit::VqaTask::ScienceQA, dir + "/sqa_bad.json", "");
+    ADD_FAILURE() << "expected a FormatError";
+  } catch (const lowbit::FormatError& e) {
+    const std::string m = e.what();
+    EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+    EXPECT_NE(m.find("\"no letter\\nhere xxx"), std::string::npos) << m;
+    EXPECT_EQ(m.find("\xC3"), std::string::npos) << "a cut character: " << m;
+    EXPECT_NO_THROW((void)json(m).dump()) << "not valid UTF-8: " << m;
+  }
+
   write_file(dir + "/q.json", json{{"data_subtype", "test2015"},
                                    {"questions", {{{"question_id", 7}, {"image_id", 123}, {"question", "Q?"}}}}}.dump());
   write_file(dir + "/a.json", json{{"annotations", json::array()}}.dump());

@@ -1,6 +1,7 @@
 // VQA dataset readers (formats in vqa_dataset.h).
 #include "eval/vqa_dataset.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <set>
 #include <unordered_map>
@@ -273,6 +274,15 @@ std::string llava_context(const std::string& text) {
   return "";
 }
 
+// At most max_bytes of s, cut at a UTF-8 character boundary ("…" appended when cut), as a JSON
+// string: newlines and quotes escaped, so an error message stays one line.
+std::string quoted_excerpt(const std::string& s, size_t max_bytes) {
+  size_t n = std::min(s.size(), max_bytes);
+  while (n > 0 && n < s.size() && (uint8_t(s[n]) & 0xC0) == 0x80) --n;  // not inside a character
+  const std::string cut = n < s.size() ? s.substr(0, n) + "\u2026" : s;
+  return json(cut).dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
 // The gpt turn's letter: "X", "X. …", or "… The answer is X…" (last occurrence); "" if none.
 std::string truth_letter(const std::string& v) {
   const std::string s = strip_ws(v);
@@ -303,8 +313,8 @@ VqaDataset load_scienceqa_llava(const json& j, const std::string& qfile) {
                  qfile, where, id_string(q.question_id));
     q.answer_letter = truth_letter(gpt);
     LOWBIT_CHECK(!q.answer_letter.empty(), FormatError,
-                 "{}: {} (id {}): the answer turn \"{}\" names no option letter", qfile, where, id_string(q.question_id),
-                 gpt.substr(0, 60));
+                 "{}: {} (id {}): the answer turn {} names no option letter", qfile, where, id_string(q.question_id),
+                 quoted_excerpt(gpt, 60));
     q.has_truth = true;
     if (x.contains("image") && x["image"].is_string()) q.image = x["image"].get<std::string>();
     add_context_groups(q, llava_context(q.llava_text));
