@@ -322,6 +322,21 @@ TEST_F(VqaEval, BadInputs) {
     EXPECT_EQ(nr.at("11")["prompt"], "[INST] <image>\nWhat is the man doing? Answer with a single word or phrase. [/INST]");
   }
   expect_error_line(run_lowbit(args(a_->model, "vqav2", *q_, a_->images, other, "--shard 3/3")), "--shard", 2);
+
+  // The image directory is part of the run: resuming with another --images is refused, naming it.
+  const std::string moved = *root_ + "/other_images", imgs2 = *root_ + "/images_copy";
+  fs::create_directories(moved);
+  fs::copy(*ref_ + "/answers.jsonl", moved + "/answers.jsonl");
+  fs::copy(*ref_ + "/run.json", moved + "/run.json");
+  fs::copy(a_->images, imgs2, fs::copy_options::recursive | fs::copy_options::overwrite_existing);
+  r = run_lowbit(args(a_->model, "vqav2", *q_, imgs2, moved));
+  expect_error_line(r, "different run", 2);
+  EXPECT_NE(r.out.find("images"), std::string::npos) << r.out;
+  // --split is for ScienceQA's problems.json only: given elsewhere, one warning line says so.
+  r = run_lowbit(args(a_->model, "vqav2", *q_, a_->images, moved, "--split val"));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("--split has no effect"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("answered now"), std::string::npos) << "the split is not part of a VQAv2 run: " << r.out;
   expect_error_line(run_lowbit(args(a_->model, "nocaps", *q_, a_->images, other)), "--task", 2);
 }
 

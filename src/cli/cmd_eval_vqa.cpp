@@ -38,7 +38,8 @@ void add_eval_vqa(CLI::App* eval, Common& common, Runner* run) {
                 "default (the seed tools' prompt per task and family), auto (the model's conversation template), raw, "
                 "or a template name: " + chat_template_names())
       ->capture_default_str();
-  v->add_option("--split", o->e.split, "ScienceQA problems.json split (from pid_splits.json)")->capture_default_str();
+  auto* split = v->add_option("--split", o->e.split, "ScienceQA problems.json split (from pid_splits.json)")
+                    ->capture_default_str();
   v->add_flag("--skip-missing,--skip_missing", o->e.skip_missing,
               "record questions whose image is missing as skipped instead of stopping");
   v->add_flag("--force", o->e.force, "replace answers from a different run in OUTPUT (moved to answers.jsonl.old)");
@@ -55,8 +56,9 @@ void add_eval_vqa(CLI::App* eval, Common& common, Runner* run) {
   v->add_option("--threads", common.threads, "CPU threads (0: all cores)")->check(CLI::Range(0, 4096));
   v->add_flag("--quiet", common.quiet, "no progress output");
   o->flags.add(v);  // in-memory quantization of the whole VLM before answering (as eval ppl)
-  *run = [o, &common]() {
+  *run = [o, &common, split]() {
     apply_common(common);
+    o->e.split_given = split->count() > 0;
     if (!o->shard.empty()) parse_vqa_shard(o->shard, &o->e.shard_index, &o->e.shard_count);
     o->e.quant = [f = &o->flags](int64_t max_context) { return f->resolve(max_context); };
     return run_vqa_eval(o->e);

@@ -370,6 +370,7 @@ VqaDataset load_scienceqa_problems(const json& problems, const std::string& qfil
     d.questions.push_back(std::move(q));
   }
   assign_keys(d.questions);
+  d.split_used = true;
   return d;
 }
 

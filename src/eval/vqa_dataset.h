@@ -69,6 +69,7 @@ struct VqaDataset {
   std::string data_subtype;  // vqav2
   bool scored = false;       // ground truth available
   std::vector<VqaQuestion> questions;
+  bool split_used = false;   // the split chose the questions (scienceqa problems.json)
 };
 
 // Reads the files (IoError naming a missing file, FormatError naming the file and the entry at

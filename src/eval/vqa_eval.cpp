@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <set>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -20,6 +21,7 @@
 #include "eval/vqa_store.h"
 #include "io/files.h"
 #include "io/image.h"
+#include "io/json_util.h"
 #include "io/tokenizer.h"
 #include "models/llava.h"
 #include "models/loader.h"
@@ -191,7 +193,8 @@ void write_reports(const VqaDataset& d, const Selection& sel, const std::map<std
   std::fflush(stdout);
 }
 
-int merge_shards(const VqaEvalOptions& o, const VqaDataset& d, const json& config, const std::string& fingerprint) {
+// config: the run's config without "images" (merging needs no images).
+int merge_shards(const VqaEvalOptions& o, const VqaDataset& d, const json& config) {
   // Find OUT/shard-*-of-N.
   int64_t n = -1;
   std::error_code ec;
@@ -206,14 +209,28 @@ int merge_shards(const VqaEvalOptions& o, const VqaDataset& d, const json& confi
   }
   LOWBIT_CHECK(n >= 1, IoError, "--merge: no shard-i-of-n directories in {}", o.output);
   std::map<std::string, json> records;
+  // Each shard's run used its own --images path (shards may run on other machines): a shard's
+  // records carry the fingerprint of this config with that shard's "images".
+  std::set<std::string> fingerprints, images;
   for (int64_t i = 0; i < n; ++i) {
     const std::string dir = shard_dir(o.output, i, n);
     const std::string path = (fs::path(dir) / "answers.jsonl").string();
     LOWBIT_CHECK(fs::is_regular_file(path), IoError, "--merge: shard {}/{} is missing ({} not found)", i, n, path);
+    const std::string run_json = (fs::path(dir) / "run.json").string();
+    LOWBIT_CHECK(fs::is_regular_file(run_json), IoError, "--merge: shard {}/{}: {} not found", i, n, run_json);
+    const json sr = parse_json(read_text_file(run_json), run_json);
+    LOWBIT_CHECK(sr.is_object() && sr.contains("config") && sr["config"].is_object() &&
+                     sr["config"].contains("images") && sr["config"]["images"].is_string(),
+                 FormatError, "--merge: {} has no config.images (written by another lowbit version?)", run_json);
+    json shard_config = config;
+    shard_config["images"] = sr["config"]["images"];
+    const std::string shard_fp = fnv1a_hex(shard_config.dump());
+    fingerprints.insert(shard_fp);
+    images.insert(sr["config"]["images"].get<std::string>());
     size_t line = 0;
     for (json& r : read_vqa_answers(path)) {
       ++line;
-      LOWBIT_CHECK(r.value("fingerprint", "") == fingerprint, ArgError,
+      LOWBIT_CHECK(r.value("fingerprint", "") == shard_fp, ArgError,
                    "--merge: {} line {} is from a different run (model, task, questions or decoding differ)", path,
                    line);
       const std::string key = r["key"].get<std::string>();
@@ -233,17 +250,31 @@ int merge_shards(const VqaEvalOptions& o, const VqaDataset& d, const json& confi
   const Selection all = select(d, o.limit, 0, 1);
   // OUT/answers.jsonl: the records in dataset order, as an unsharded run would have them.
   const std::string out_answers = (fs::path(o.output) / "answers.jsonl").string();
+  // The merged run: as an unsharded run with the shards' --images when they agree; else with the
+  // list of them (a run on OUT with any one --images is then a different run).
+  json merged = config;
+  if (images.size() == 1) {
+    merged["images"] = *images.begin();
+  } else {
+    merged["images"] = json::array();
+    for (const std::string& im : images) merged["images"].push_back(im);
+  }
+  const std::string merged_fp = fnv1a_hex(merged.dump());
+  fingerprints.insert(merged_fp);
   if (fs::is_regular_file(out_answers) && !o.force)
     for (const json& r : read_vqa_answers(out_answers))
-      LOWBIT_CHECK(r.value("fingerprint", "") == fingerprint, ArgError,
+      LOWBIT_CHECK(fingerprints.count(r.value("fingerprint", "")), ArgError,
                    "--merge: {} holds answers from a different run; use --force to replace it", out_answers);
   std::string text;
-  for (const VqaQuestion* q : all.questions)
-    text += records.at(q->key).dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+  for (const VqaQuestion* q : all.questions) {
+    json r = records.at(q->key);
+    r["fingerprint"] = merged_fp;
+    text += r.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+  }
   write_file_atomic(out_answers, text);
   write_file_atomic((fs::path(o.output) / "run.json").string(),
-                    json{{"fingerprint", fingerprint}, {"config", config}, {"merged_shards", n}}.dump(2) + "\n");
-  write_reports(d, all, records, config, o.output, 0, 0.0);
+                    json{{"fingerprint", merged_fp}, {"config", merged}, {"merged_shards", n}}.dump(2) + "\n");
+  write_reports(d, all, records, merged, o.output, 0, 0.0);
   return 0;
 }
 
@@ -263,6 +294,9 @@ int run_vqa_eval(const VqaEvalOptions& o) {
 
   const VqaDataset d = load_vqa_dataset(task, o.questions, o.annotations, o.split);
   LOWBIT_CHECK(!d.questions.empty(), FormatError, "--questions {}: no questions", o.questions);
+  if (o.split_given && !d.split_used)
+    log_warn(fmt::format("--split has no effect: only ScienceQA's problems.json has splits ({} is a {} questions file)",
+                         o.questions, vqa_task_name(task)));
   const std::string tname = o.template_name == "auto" ? resolve_template("auto", o.model) : o.template_name;
   const int64_t max_new = o.max_new_tokens > 0 ? o.max_new_tokens : vqa_default_max_new_tokens(task);
   QuantConfig qc;
@@ -270,8 +304,9 @@ int run_vqa_eval(const VqaEvalOptions& o) {
   LOWBIT_CHECK(!qc.any() || !is_quantized_checkpoint(o.model), ArgError,
                "{} is already quantized; quantization flags apply to full-precision models", o.model);
 
-  // What determines the answers (fingerprinted) — contents, not paths, so shards from other
-  // machines merge; the paths are kept for reading in run.json's "paths".
+  // What determines the answers (fingerprinted): contents, not paths, except the image directory
+  // (its absolute path: resuming with another --images is another run; --merge, which needs no
+  // images, accepts shards run with different ones, see merge_shards).
   json config = {{"task", vqa_task_name(task)},
                  {"model", dir_identity(o.model)},
                  {"vision_tower", dir_identity(o.vision_tower)},
@@ -281,10 +316,10 @@ int run_vqa_eval(const VqaEvalOptions& o) {
                  {"tokenizer", o.tokenizer},
                  {"decoding", "greedy"},
                  {"quantization", qc.any() ? qc.to_json() : json(nullptr)}};
-  if (task == VqaTask::ScienceQA) config["split"] = o.split;
+  if (d.split_used) config["split"] = o.split;
+  if (o.merge) return merge_shards(o, d, config);
+  config["images"] = fs::absolute(o.images).lexically_normal().string();
   const std::string fingerprint = fnv1a_hex(config.dump());
-
-  if (o.merge) return merge_shards(o, d, config, fingerprint);
 
   const Selection sel = select(d, o.limit, o.shard_index, o.shard_count);
   const std::string dir = o.shard_count > 1 ? shard_dir(o.output, o.shard_index, o.shard_count) : o.output;

@@ -38,6 +38,7 @@ struct VqaEvalOptions {
   int64_t max_image_pixels = 0;           // 0: the image decoder's default budget
   int64_t shard_index = 0, shard_count = 1;
   bool merge = false, skip_missing = false, force = false;
+  bool split_given = false;               // --split was on the command line (warned about when unused)
   // In-memory quantization (the quantization flags, as `eval ppl` takes them): called with the
   // language model's context; a config with any() quantizes the whole VLM tower by tower
   // (quantize_vlm_in_memory) before answering. Empty: none.

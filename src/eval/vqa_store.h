@@ -3,8 +3,9 @@
 //
 // Contract:
 //   * Every record carries "key" (the question's unique key) and "fingerprint" (a hash of what
-//     determines the answers: model, task, questions file, images, template, decoding; not
-//     --limit / --shard / --threads). OUTPUT/run.json (written atomically) holds the readable config.
+//     determines the answers: model contents, task, questions file, the images directory's absolute
+//     path, template, decoding, quantization; not --limit / --shard / --threads). OUTPUT/run.json
+//     (written atomically) holds the readable config.
 //   * Opening an existing file: a final line without its terminating '\n' is a torn write
 //     (interrupted, kill -9 included): it is cut off and that question is answered again. Any
 //     complete line that is not a JSON object with a string "key", or repeats a key, is a
