@@ -292,6 +292,23 @@ TEST_F(VqaEval, BadInputs) {
   ASSERT_EQ(rec.size(), 7u);
   EXPECT_TRUE(rec.at("31")["skipped"].get<bool>());
   EXPECT_EQ(load(out + "/results.json")["questions"][6]["skipped"], true);
+  // The image appears: resuming answers the skipped question (its new record supersedes the
+  // skipped one); one more resume answers nothing and reads the file back.
+  const std::string img3 = a_->images + "/COCO_val2014_000000000003.jpg";
+  fs::copy_file(a_->images + "/COCO_val2014_000000000001.jpg", img3);
+  r = run_lowbit(args(a_->model, "vqav2", q2, a_->images, out));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("1 answered now"), std::string::npos) << r.out;
+  auto rec2 = records(out);
+  ASSERT_EQ(rec2.size(), 7u);
+  EXPECT_FALSE(rec2.at("31").contains("skipped")) << rec2.at("31");
+  EXPECT_TRUE(rec2.at("31").contains("text")) << rec2.at("31");
+  EXPECT_FALSE(load(out + "/results.json")["questions"][6].contains("skipped"));
+  r = run_lowbit(args(a_->model, "vqav2", q2, a_->images, out));
+  fs::remove(img3);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(r.out.find("answered now"), std::string::npos) << r.out;
+  EXPECT_EQ(records(out), rec2);
 
   // A malformed complete line in the middle: an error naming the file and line, nothing dropped.
   const std::string bad = *root_ + "/malformed";

@@ -209,6 +209,7 @@ int merge_shards(const VqaEvalOptions& o, const VqaDataset& d, const json& confi
   }
   LOWBIT_CHECK(n >= 1, IoError, "--merge: no shard-i-of-n directories in {}", o.output);
   std::map<std::string, json> records;
+  std::map<std::string, int64_t> shard_of;  // key → the shard that answered it
   // Each shard's run used its own --images path (shards may run on other machines): a shard's
   // records carry the fingerprint of this config with that shard's "images".
   std::set<std::string> fingerprints, images;
@@ -234,9 +235,12 @@ int merge_shards(const VqaEvalOptions& o, const VqaDataset& d, const json& confi
                    "--merge: {} line {} is from a different run (model, task, questions or decoding differ)", path,
                    line);
       const std::string key = r["key"].get<std::string>();
-      LOWBIT_CHECK(!records.count(key), FormatError, "--merge: question {} is answered in two shards ({} line {})",
-                   key, path, line);
+      // A skipped record answered later in the same shard (a resumed --skip-missing run) is superseded.
+      const bool supersedes = records.count(key) && shard_of[key] == i && records[key].value("skipped", false);
+      LOWBIT_CHECK(!records.count(key) || supersedes, FormatError,
+                   "--merge: question {} is answered twice ({} line {})", key, path, line);
       records[key] = std::move(r);
+      shard_of[key] = i;
     }
     const Selection part = select(d, o.limit, i, n);
     int64_t missing = 0;
@@ -325,14 +329,25 @@ int run_vqa_eval(const VqaEvalOptions& o) {
   const std::string dir = o.shard_count > 1 ? shard_dir(o.output, o.shard_index, o.shard_count) : o.output;
   VqaAnswerStore store(dir, config, fingerprint, o.force);
 
+  // To answer: questions without a record, and those recorded as skipped (--skip-missing) whose
+  // image now exists (the new record supersedes the skipped one, see vqa_store.h).
+  const auto image_path = [&](const VqaQuestion* q) {
+    return q->image.empty() ? std::string() : (fs::path(o.images) / q->image).string();
+  };
   std::vector<const VqaQuestion*> todo;
-  for (const VqaQuestion* q : sel.questions)
-    if (!store.has(q->key)) todo.push_back(q);
+  for (const VqaQuestion* q : sel.questions) {
+    if (!store.has(q->key)) {
+      todo.push_back(q);
+    } else if (store.records().at(q->key).value("skipped", false)) {
+      const std::string path = image_path(q);
+      if (path.empty() || fs::is_regular_file(path)) todo.push_back(q);
+    }
+  }
   // Missing images: an error naming the question before any model is loaded, or (--skip-missing)
   // a skipped record.
   std::vector<const VqaQuestion*> run;
   for (const VqaQuestion* q : todo) {
-    const std::string path = q->image.empty() ? "" : (fs::path(o.images) / q->image).string();
+    const std::string path = image_path(q);
     if (path.empty() || fs::is_regular_file(path)) {
       run.push_back(q);
       continue;

@@ -17,6 +17,8 @@
 // questions whose index k (after --limit) has k mod n == i and writes to OUT/shard-i-of-n/;
 // --merge reads OUT/shard-*-of-n/answers.jsonl (all n shards, complete, same fingerprint) and
 // writes OUT/answers.jsonl and the reports as an unsharded run would.
+// --skip-missing: a question whose image is missing gets a skipped record; a later run (resume)
+// answers it once its image exists, the new record superseding the skipped one.
 // Quantization flags are part of the fingerprint; the model is quantized only when questions remain
 // to be answered (a rerun that only rescores loads nothing).
 #pragma once

@@ -127,8 +127,8 @@ VqaAnswerStore::VqaAnswerStore(const std::string& dir, const json& config, const
   for (json& r : recs) {
     ++line;
     const std::string key = r["key"].get<std::string>();
-    LOWBIT_CHECK(!records_.count(key), FormatError, "{} line {}: question {} answered twice; remove one of the lines",
-                 path_, line, key);
+    LOWBIT_CHECK(!records_.count(key) || records_[key].value("skipped", false), FormatError,
+                 "{} line {}: question {} answered twice; remove one of the lines", path_, line, key);
     records_[key] = std::move(r);
   }
   LOWBIT_CHECK(::lseek(fd_, 0, SEEK_END) >= 0, IoError, "cannot seek {}", path_);

@@ -9,7 +9,8 @@
 //   * Opening an existing file: a final line without its terminating '\n' is a torn write
 //     (interrupted, kill -9 included): it is cut off and that question is answered again. Any
 //     complete line that is not a JSON object with a string "key", or repeats a key, is a
-//     FormatError naming the file and line (never dropped silently). Records whose fingerprint
+//     FormatError naming the file and line (never dropped silently) — except that a record may
+//     follow a {"skipped": true} record of its key and supersede it (--skip-missing, image found later). Records whose fingerprint
 //     differs from this run's are refused (ArgError naming what differs, when run.json tells) unless
 //     --force, which moves the old file to answers.jsonl.old and starts over.
 //   * One writer at a time: the file is locked (flock) while open; a second run on the same
