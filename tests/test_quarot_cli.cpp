@@ -292,6 +292,34 @@ TEST(QuarotCli, DatasetNames) {
                     "wikitext2_train.txt", 1);
 }
 
+// --lm_eval scores the tasks as `eval zeroshot` does and adds the seed's dict (acc_norm, else acc,
+// rounded to 4 places, and their mean).
+TEST(QuarotCli, LmEvalMatchesEvalZeroshot) {
+  LOWBIT_REQUIRE_SHARED(m, "models/stories260K");
+  LOWBIT_REQUIRE_SHARED(ts, "data/text/tinystories_val.txt");
+  LOWBIT_REQUIRE_SHARED(tasks, "data/tasks/piqa.jsonl");
+  const std::string tmp = test::temp_dir("quarotlm");
+  const std::string tdir = fs::path(tasks).parent_path().string();
+  auto r = run_lowbit("quarot --model " + m + " --eval_dataset " + ts + " --eval_begin 396696 --seqlen 64 --max_windows 1" +
+                      " --lm_eval --tasks piqa lambada_openai --limit 8 --tasks_dir " + tdir + " --output-json " + tmp +
+                      "/q.json");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  auto z = run_lowbit("eval zeroshot --model " + m + " --tasks piqa,lambada_openai --limit 8 --tasks-dir " + tdir +
+                      " --output-json " + tmp + "/z.json");
+  ASSERT_EQ(z.exit_code, 0) << z.out;
+  auto q = nlohmann::json::parse(test::read_file(tmp + "/q.json"));
+  auto e = nlohmann::json::parse(test::read_file(tmp + "/z.json"));
+  EXPECT_EQ(q["lm_eval"]["results"], e["results"]);
+  const double piqa = std::round(e["results"]["piqa"]["acc_norm"].get<double>() * 1e4) / 1e4;
+  const double lam = std::round(e["results"]["lambada_openai"]["acc"].get<double>() * 1e4) / 1e4;
+  EXPECT_EQ(q["metric_vals"]["piqa"], piqa);
+  EXPECT_EQ(q["metric_vals"]["lambada_openai"], lam);
+  EXPECT_EQ(q["metric_vals"]["acc_avg"], std::round((piqa + lam) / 2 * 1e4) / 1e4);
+  EXPECT_NE(r.out.find("'acc_avg': "), std::string::npos) << r.out;
+  // the seed's default list names tasks lowbit does not have: refused before any work
+  expect_error_line(run_lowbit("quarot --model " + m + " --lm_eval"), "hellaswag", 2);
+}
+
 TEST(QuarotCli, RefusedFlags) {
   LOWBIT_REQUIRE_SHARED(m, "models/stories260K");
   // unknown to every seed script

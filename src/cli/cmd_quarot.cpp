@@ -186,8 +186,8 @@ void add_quarot(CLI::App& app, Common& common, Runner* run) {
       }
       zo.limit = o->limit;
       LOWBIT_CHECK(!o->tasks.empty(), ArgError, "--tasks: no task given");
+      for (const std::string& t : o->tasks) task_kind(t);  // ArgError naming an unknown task (listing the known)
       for (const std::string& t : o->tasks) {
-        task_kind(t);  // ArgError naming an unknown task (and listing the known ones)
         const fs::path f = fs::path(zo.tasks_dir) / (t + ".jsonl");
         LOWBIT_CHECK(fs::is_regular_file(f), IoError, "--tasks {}: {} not found (--tasks_dir names the folder)", t,
                      f.string());
