@@ -293,6 +293,8 @@ TEST(Cli, VlmSettingsRefusedOnTextModels) {
                     "--vit_module", 2);
   expect_error_line(run_lowbit("export --format hf-dequantized --model " + m + " --out " + d + "/r" + q + " --rotate"),
                     "--rotate", 2);
+  expect_error_line(run_lowbit("quarot --model " + m + " --eval_dataset " + ts + " --max_windows 1 --w_rtn --wbits 4,4,16"),
+                    "--wbits V,P,L is for vision-language models", 2);
   EXPECT_FALSE(fs::exists(d + "/q"));
   EXPECT_FALSE(fs::exists(d + "/e"));
   EXPECT_FALSE(fs::exists(d + "/r"));

@@ -220,6 +220,7 @@ void add_quarot(CLI::App& app, Common& common, Runner* run) {
     LOWBIT_CHECK(seqlen <= m.cfg.max_position, ArgError, "--seqlen {} is larger than the model's context ({})", seqlen,
                  m.cfg.max_position);
     QuantConfig qc = o->flags.resolve(m.cfg.max_position);
+    check_no_vlm_settings(qc, o->model, "lowbit quarot quantizes LLaMA-family language models");
     if (c->count("--cal_seqlen") == 0) qc.cal_seqlen = seqlen;
     // QuaRot without --fp32_had runs its online Hadamards in the model's dtype: f16 models
     // round their input and output to f16, f32 models compute them in f32.
