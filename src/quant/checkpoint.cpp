@@ -135,6 +135,35 @@ void check_output_dir(const std::string& out_dir) {
 
 bool is_quantized_checkpoint(const std::string& dir) { return fs::exists(fs::path(dir) / kQuantFile); }
 
+void copy_model_files(const std::string& src_dir, const fs::path& dst, const std::vector<std::string>& names) {
+  for (const std::string& f : names)
+    if (fs::exists(fs::path(src_dir) / f)) {
+      fs::copy_file(fs::path(src_dir) / f, dst / f);
+      fs::permissions(dst / f, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
+                                   fs::perms::others_read);
+    }
+}
+
+const std::vector<std::string>& tokenizer_file_names() {
+  static const std::vector<std::string> k = {"tokenizer.json", "tokenizer.model", "tokenizer_config.json",
+                                             "special_tokens_map.json", "generation_config.json"};
+  return k;
+}
+
+nlohmann::json quant_meta_common(const QuantRuntime& rt, const std::string& src_dir, const nlohmann::json& qlin,
+                                 const nlohmann::json& report) {
+  return {{"format", "lowbit-fakequant"},
+          {"format_version", 1},
+          {"source_model", src_dir},
+          {"quant_config", rt.cfg.to_json()},
+          {"summary", rt.cfg.summary()},
+          {"rotated", rt.rotated},
+          {"rotate_seed", rt.cfg.rotate_seed},
+          {"asym_decisions", rt.asym},
+          {"quantized_linears", qlin},
+          {"report", report}};
+}
+
 void save_quantized(const LlamaModel& m, const QuantizedModel& q, const std::string& src_dir,
                     const std::string& out_dir) {
   using llama_names::Role;
@@ -170,25 +199,8 @@ void save_quantized(const LlamaModel& m, const QuantizedModel& q, const std::str
     LlamaConfig cfg = m.cfg;
     cfg.tie_word_embeddings = tied;
     write_file_atomic((tmp / "config.json").string(), cfg.to_json().dump(2) + "\n");
-    for (const char* f : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
-                          "generation_config.json"})
-      if (fs::exists(fs::path(src_dir) / f)) {
-        fs::copy_file(fs::path(src_dir) / f, tmp / f);
-        // the source may be read-only (a shared model store); the copy is ours to edit
-        fs::permissions(tmp / f, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
-                                     fs::perms::others_read);
-      }
-    nlohmann::json j = {{"format", "lowbit-fakequant"},
-                        {"format_version", 1},
-                        {"source_model", src_dir},
-                        {"quant_config", rt.cfg.to_json()},
-                        {"summary", rt.cfg.summary()},
-                        {"rotated", rt.rotated},
-                        {"rotate_seed", rt.cfg.rotate_seed},
-                        {"asym_decisions", rt.asym},
-                        {"quantized_linears", qlin},
-                        {"report", q.report}};
-    write_file_atomic((tmp / kQuantFile).string(), j.dump(2) + "\n");
+    copy_model_files(src_dir, tmp, tokenizer_file_names());
+    write_file_atomic((tmp / kQuantFile).string(), quant_meta_common(rt, src_dir, qlin, q.report).dump(2) + "\n");
   });
 }
 

@@ -42,6 +42,16 @@ void save_quantized(const LlamaModel& m, const QuantizedModel& q, const std::str
 void write_checkpoint_atomically(const std::string& out_dir,
                                  const std::function<void(const std::filesystem::path& tmp)>& fill);
 
+// Copies those of `names` that exist in src_dir into dst, owner-writable (the source may be a
+// read-only model store; the copy is ours to replace).
+void copy_model_files(const std::string& src_dir, const std::filesystem::path& dst, const std::vector<std::string>& names);
+// The tokenizer files every written model carries.
+const std::vector<std::string>& tokenizer_file_names();
+// The fields every quantized checkpoint's lowbit_quant.json has (format, source, config, summary,
+// rotation, auto-asym decisions, the quantized linears, the driver's report).
+nlohmann::json quant_meta_common(const QuantRuntime& rt, const std::string& src_dir, const nlohmann::json& qlin,
+                                 const nlohmann::json& report);
+
 // Loads a lowbit quantized checkpoint: codes stay packed, runtime quantizers installed.
 LlamaModel load_quantized(const std::string& dir);
 bool is_quantized_checkpoint(const std::string& dir);

@@ -9,6 +9,7 @@
 #include "io/files.h"
 #include "io/safetensors.h"
 #include "models/llama_names.h"
+#include "quant/checkpoint.h"
 
 namespace lowbit {
 
@@ -99,13 +100,7 @@ void export_hf_dequantized(const LlamaModel& m, const std::string& src_dir, cons
     // 16-bit source's in-memory model rounds them to its dtype — see README).
     cfg.torch_dtype = "float32";
     write_file_atomic((tmp / "config.json").string(), cfg.to_json().dump(2) + "\n");
-    for (const char* f : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
-                          "generation_config.json"})
-      if (fs::exists(fs::path(src_dir) / f)) {
-        fs::copy_file(fs::path(src_dir) / f, tmp / f);
-        fs::permissions(tmp / f, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
-                                     fs::perms::others_read);
-      }
+    copy_model_files(src_dir, tmp, tokenizer_file_names());
     if (fs::exists(out, ec)) fs::remove(out);  // the empty directory checked above
     fs::rename(tmp, out);
   } catch (...) {

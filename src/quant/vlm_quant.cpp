@@ -544,40 +544,26 @@ void save_quantized_vlm(Vlm& vlm, const QuantizedModel& q, const std::string& sr
       config["text_config"]["tie_word_embeddings"] = false;
   }
   if (orig) config[kTowerKey] = kTowerSubdir;  // mm_vision_tower (the training tower's name) stays as it was
-  nlohmann::json meta = {{"format", "lowbit-fakequant"},
-                         {"format_version", 1},
-                         {"source_model", src_dir},
-                         {"model_kind", "vlm"},
-                         {"family", P.family},
-                         {"quant_config", rt.cfg.to_json()},
-                         {"summary", rt.cfg.summary()},
-                         {"rotated", rt.rotated},
-                         {"rotate_seed", rt.cfg.rotate_seed},
-                         {"asym_decisions", rt.asym},
-                         {"quantized_linears", qlin},
-                         {"towers", q.report.value("towers", nlohmann::json::object())},
-                         {"report", q.report}};
+  nlohmann::json meta = quant_meta_common(rt, src_dir, qlin, q.report);
+  meta["model_kind"] = "vlm";
+  meta["family"] = P.family;
+  meta["towers"] = q.report.value("towers", nlohmann::json::object());
   if (orig) {
     meta["vision_tower_source"] = P.vision_dir;
     meta["vision_tower_dir"] = kTowerSubdir;
   }
-  auto copy_into = [](const fs::path& from, const fs::path& to) {
-    fs::copy_file(from, to);
-    fs::permissions(to, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read | fs::perms::others_read);
-  };
   write_checkpoint_atomically(out_dir, [&](const fs::path& tmp) {
     save_safetensors((tmp / "model.safetensors").string(), ts, {{"format", "pt"}, {"lowbit", "fakequant-v1"}});
     write_file_atomic((tmp / "config.json").string(), config.dump(2) + "\n");
-    for (const char* f : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
-                          "generation_config.json", "processor_config.json", "preprocessor_config.json",
-                          "chat_template.jinja", "chat_template.json", "added_tokens.json"})
-      if (fs::exists(fs::path(src_dir) / f)) copy_into(fs::path(src_dir) / f, tmp / f);
+    copy_model_files(src_dir, tmp, tokenizer_file_names());
+    copy_model_files(src_dir, tmp,
+                     {"processor_config.json", "preprocessor_config.json", "chat_template.jinja", "chat_template.json",
+                      "added_tokens.json"});
     if (orig) {  // a CLIPVisionModel directory: the tower's own config and image processor settings
       const fs::path vt = tmp / kTowerSubdir;
       fs::create_directories(vt);
       save_safetensors((vt / "model.safetensors").string(), vts, {{"format", "pt"}, {"lowbit", "fakequant-v1"}});
-      for (const char* f : {"config.json", "preprocessor_config.json"})
-        if (fs::exists(fs::path(P.vision_dir) / f)) copy_into(fs::path(P.vision_dir) / f, vt / f);
+      copy_model_files(P.vision_dir, vt, {"config.json", "preprocessor_config.json"});
     }
     write_file_atomic((tmp / kQuantFile).string(), meta.dump(2) + "\n");
   });
