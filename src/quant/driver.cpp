@@ -139,6 +139,34 @@ nlohmann::json auto_asym_pass(LlamaModel& m, QuantRuntime& rt, const std::vector
   return decisions;
 }
 
+}  // namespace
+
+Observer seed_auto_asym_observer(const std::map<std::string, std::vector<Linear*>>& group_of, Backend& be,
+                                 QuantRuntime& rt, nlohmann::json& decisions) {
+  auto y = std::make_shared<std::vector<float>>();  // [rows, out], reused across sites
+  return [&group_of, &be, &rt, &decisions, y](const std::string& site, const float* x, int64_t rows, int64_t cols) {
+    auto it = group_of.find(site);
+    if (it == group_of.end()) return;  // K-cache and lm_head sites: the seed never decides them
+    for (Linear* lin : it->second) {
+      LOWBIT_ASSERT(lin->in() == cols);
+      y->resize(size_t(rows * lin->out()));
+      linear_product(be, *lin, x, rows, y->data());  // bias included
+      const SeedSkewStats st = seed_skew_stats(y->data(), int64_t(y->size()));
+      const bool a = seed_choose_asym(st, rt.cfg.auto_asym_t1, rt.cfg.auto_asym_t2);
+      rt.asym[lin->name] = a;
+      decisions[lin->name] = {{"asym", a}, {"mean", st.mean}, {"std", st.std}, {"skewness", st.skew}};
+    }
+  };
+}
+
+int count_asym(const nlohmann::json& decisions) {
+  int n = 0;
+  for (const auto& [name, d] : decisions.items()) n += d.at("asym").get<bool>();
+  return n;
+}
+
+namespace {
+
 // The seed's rule (quant/auto_asym.h): one forward of the first calibration window with the
 // quantizers off; each linear's output is computed from its group's (rotated) input as the
 // observer sees it, and that linear's own input quantizer (and v_proj's V cache) decided.
@@ -147,28 +175,13 @@ nlohmann::json seed_auto_asym_pass(LlamaModel& m, QuantRuntime& rt, const std::v
   for (Block* b : m.blocks())
     for (auto& grp : b->groups()) group_of[grp.front()->name] = grp;
   nlohmann::json decisions = nlohmann::json::object();
-  int n_asym = 0;
-  std::vector<float> y;
   ForwardOptions fo;
   fo.act_quant = false;
-  fo.observer = [&](const std::string& site, const float* x, int64_t rows, int64_t cols) {
-    auto it = group_of.find(site);
-    if (it == group_of.end()) return;  // the K-cache site: the seed never decides K
-    for (Linear* lin : it->second) {
-      LOWBIT_ASSERT(lin->in() == cols);
-      y.resize(size_t(rows * lin->out()));
-      linear_product(*m.backend, *lin, x, rows, y.data());  // [rows, out], bias included
-      const SeedSkewStats st = seed_skew_stats(y.data(), int64_t(y.size()));
-      const bool a = seed_choose_asym(st, rt.cfg.auto_asym_t1, rt.cfg.auto_asym_t2);
-      rt.asym[lin->name] = a;
-      n_asym += a;
-      decisions[lin->name] = {{"asym", a}, {"mean", st.mean}, {"std", st.std}, {"skewness", st.skew}};
-    }
-  };
+  fo.observer = seed_auto_asym_observer(group_of, *m.backend, rt, decisions);
   m.forward(window.data(), int64_t(window.size()), nullptr, fo);
   log_info(fmt::format("auto-asym (seed rule, first calibration window, linear outputs): {} of {} linears' inputs "
                        "asymmetric (|mean|/std > {} or |skew| > {}); K symmetric, V as v_proj",
-                       n_asym, decisions.size(), rt.cfg.auto_asym_t1, rt.cfg.auto_asym_t2));
+                       count_asym(decisions), decisions.size(), rt.cfg.auto_asym_t1, rt.cfg.auto_asym_t2));
   return decisions;
 }
 

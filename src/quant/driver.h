@@ -17,6 +17,7 @@
 // Only one block's statistics live at a time.
 #pragma once
 #include <functional>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -69,6 +70,14 @@ void rtn_blocks(const std::vector<Block*>& blocks, const QuantConfig& cfg, const
 int64_t gptq_blocks(const std::vector<Block*>& blocks, std::vector<BlockState>& Xq, std::vector<BlockState>& Xfp,
                     const QuantConfig& cfg, const TowerPlan& plan, nlohmann::json& layers,
                     const DriverOptions& opt = {});
+
+// The seed auto-asym rule's observer (quant/auto_asym.h): at each group-input site of `group_of`
+// (a site is named by its group's first linear), every linear's output y = x·Wᵀ (+ bias) decides
+// that linear's input quantizer in rt.asym, and decisions[name] gets {asym, mean, std, skewness}.
+// The references must outlive the forward that uses the observer.
+Observer seed_auto_asym_observer(const std::map<std::string, std::vector<Linear*>>& group_of, Backend& be,
+                                 QuantRuntime& rt, nlohmann::json& decisions);
+int count_asym(const nlohmann::json& decisions);  // decisions with "asym": true
 
 // Quantizes `m` in place: quantized linears hold their packed codes (Linear::qw), the
 // runtime quantizers are installed. `calib` holds the calibration samples (token ids;

@@ -206,28 +206,13 @@ nlohmann::json seed_auto_asym(Vlm& vlm, const Tokenizer& tok, const VlmCalibrati
                               int64_t max_len) {
   const auto group_of = groups_by_site(vlm.parts());
   nlohmann::json decisions = nlohmann::json::object();
-  int n_asym = 0;
-  std::vector<float> y;
   ForwardOptions fo;
   fo.act_quant = false;
-  fo.observer = [&](const std::string& site, const float* x, int64_t rows, int64_t cols) {
-    auto it = group_of.find(site);
-    if (it == group_of.end()) return;  // K-cache and lm_head sites: not decided by the seed
-    for (Linear* lin : it->second) {
-      LOWBIT_ASSERT(lin->in() == cols);
-      y.resize(size_t(rows * lin->out()));
-      linear_product(default_backend(), *lin, x, rows, y.data());  // [rows, out], bias included
-      const SeedSkewStats st = seed_skew_stats(y.data(), int64_t(y.size()));
-      const bool a = seed_choose_asym(st, rt.cfg.auto_asym_t1, rt.cfg.auto_asym_t2);
-      rt.asym[lin->name] = a;
-      n_asym += a;
-      decisions[lin->name] = {{"asym", a}, {"mean", st.mean}, {"std", st.std}, {"skewness", st.skew}};
-    }
-  };
+  fo.observer = seed_auto_asym_observer(group_of, default_backend(), rt, decisions);
   forward_sample(vlm, tok, calib, 0, fo, max_len);
   log_info(fmt::format("auto-asym (seed rule, first calibration sample, linear outputs, every tower): {} of {} "
                        "linears' inputs asymmetric",
-                       n_asym, decisions.size()));
+                       count_asym(decisions), decisions.size()));
   return decisions;
 }
 
