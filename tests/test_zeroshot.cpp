@@ -8,6 +8,7 @@
 #include "eval/zeroshot.h"
 #include "io/tokenizer.h"
 #include "models/loader.h"
+#include "quant/driver.h"
 #include "testing.h"
 
 using namespace lowbit;
@@ -281,4 +282,145 @@ TEST(ZeroShot, CliEndToEnd) {
   const std::string empty = test::temp_dir("zs-empty");
   r = test::run_lowbit("eval zeroshot --model " + dir + " --tasks piqa --tasks-dir " + empty);
   test::expect_error_line(r, "piqa.jsonl", 1);
+}
+
+// ---- batching by length (ZeroShotOptions::batch_size, LlamaModel::forward_batch) ------------
+
+namespace {
+// Deterministic token ids (no tokenizer needed): [n] in [3, vocab).
+std::vector<int32_t> some_ids(const LlamaModel& m, int64_t n, int salt) {
+  std::vector<int32_t> ids;
+  for (int64_t i = 0; i < n; ++i) ids.push_back(int32_t(3 + (i * 131 + 7 + salt * 977) % (m.cfg.vocab_size - 3)));
+  return ids;
+}
+// forward_batch over sequences of different lengths, some after a cached prefix (own
+// positions, own causal attention), against forward one sequence at a time. Every row is
+// the same function of the same inputs; the stacked GEMMs may block the rows differently,
+// so f32 sums can round in another order: ~1e-6 relative on logits of magnitude ~10, 1e-4
+// absolute is ~100x that. (With activation/KV quantizers a rounding difference may in
+// principle move a value across a quantization step; the per-token quantizers themselves
+// see the same rows either way.)
+void expect_batch_equals_single(LlamaModel& m, const char* what) {
+  SCOPED_TRACE(what);
+  const std::vector<int64_t> prefix = {0, 9, 4, 0}, len = {13, 5, 1, 7};
+  const size_t B = prefix.size();
+  std::vector<std::vector<int32_t>> ids;
+  std::vector<KVCache> single, batched;
+  for (size_t b = 0; b < B; ++b) {
+    ids.push_back(some_ids(m, prefix[b] + len[b], int(b)));
+    single.push_back(m.make_cache(32));
+    batched.push_back(m.make_cache(32));
+    if (prefix[b] > 0) {  // the same prefix in both caches, run the ordinary way
+      m.forward(ids[b].data(), prefix[b], &single[b]);
+      m.forward(ids[b].data(), prefix[b], &batched[b]);
+    }
+  }
+  std::vector<LlamaModel::BatchSeq> seqs;
+  for (size_t b = 0; b < B; ++b) seqs.push_back({ids[b].data() + prefix[b], len[b], &batched[b], b == 2});
+  std::vector<Tensor> got = m.forward_batch(seqs);
+  ASSERT_EQ(got.size(), B);
+  for (size_t b = 0; b < B; ++b) {
+    ForwardOptions o;
+    o.last_only = b == 2;
+    Tensor want = m.forward(ids[b].data() + prefix[b], len[b], &single[b], o);
+    ASSERT_EQ(got[b].shape(), want.shape()) << b;
+    const std::vector<float> g = got[b].to_vector(), w = want.to_vector();
+    double worst = 0;
+    for (size_t i = 0; i < g.size(); ++i) worst = std::max(worst, std::fabs(double(g[i]) - double(w[i])));
+    EXPECT_LT(worst, 1e-4) << "sequence " << b;
+    EXPECT_EQ(batched[b].len, prefix[b] + len[b]);
+    // The caches hold the same K/V afterwards (a later step reads them).
+    for (size_t l = 0; l < single[b].k.size(); ++l) {
+      const size_t n = size_t((prefix[b] + len[b]) * m.cfg.num_kv_heads * m.cfg.head_dim);
+      for (size_t i = 0; i < n; ++i) ASSERT_NEAR(batched[b].k[l][i], single[b].k[l][i], 1e-4) << b << " " << l;
+    }
+  }
+}
+}  // namespace
+
+TEST(ZeroShot, ForwardBatchEqualsOneAtATime) {
+  LOWBIT_REQUIRE_SHARED(dir, "models/stories260K");
+  LlamaModel m = load_model(dir);
+  expect_batch_equals_single(m, "fp");
+  // The model quantized in memory: RTN W4, A4 per token, K/V 4-bit, online Hadamards.
+  for (bool per_head : {false, true}) {
+    LlamaModel q = load_model(dir);
+    QuantConfig c;
+    c.w_bits = 4;
+    c.w_rtn = true;
+    c.a_bits = 4;
+    c.k_bits = c.v_bits = 4;
+    c.k_asym = true;
+    c.rotate = true;
+    if (per_head) {
+      c.k_groupsize = c.v_groupsize = 0;  // per head
+      c.a_groupsize = 4;  // divides d = 64 and f = 172
+    }
+    std::vector<std::vector<int32_t>> calib = {some_ids(q, 24, 7), some_ids(q, 17, 8)};
+    quantize_model(q, c, calib);
+    expect_batch_equals_single(q, per_head ? "rtn w4a4kv4 rotate, per-head KV, a g4" : "rtn w4a4kv4 rotate");
+  }
+}
+
+TEST(ZeroShot, BatchSizeChangesNoResult) {
+  LOWBIT_REQUIRE_SHARED(dir, "models/stories260K");
+  LOWBIT_REQUIRE_SHARED(tasks, "data/tasks");
+  const std::string tmp = test::temp_dir("zs-batch");
+  // The same items scored one at a time (--batch-size 1, file order) and in batches of 7
+  // requests (longest first; the batch edges fall inside tasks of 2-4 choices), FP and
+  // quantized in memory (W4 RTN, A4, K/V 4-bit, rotated).
+  // FP: every row is the same function of the same tokens; only the GEMMs' blocking over a
+  // different number of stacked rows rounds f32 sums differently (measured: |Δll| ≤ 5e-5 on
+  // ll of 30-300 nats), so 1e-4 absolute on ll and 1e-5 relative on lambada's perplexity
+  // (exp of a mean ll of ~20).
+  // Quantized: the same, except that such a 1-ulp difference can move an activation or K/V
+  // value across a 4-bit rounding step, which then shifts that request's ll by far more
+  // than rounding (measured: 1 of 54 requests, piqa item 5, moved by 0.5 and 2.2 nats).
+  // So there at most 3 requests may leave 1e-4, and every item's acc / acc_norm must match.
+  for (const std::string q : {"", " --w_bits 4 --w_rtn --a_bits 4 --k_bits 4 --v_bits 4 --rotate"}) {
+    SCOPED_TRACE(q.empty() ? "fp" : q);
+    json r[2];
+    for (int k = 0; k < 2; ++k) {
+      const std::string out = tmp + "/r" + std::to_string(k) + (q.empty() ? "f" : "q") + ".json";
+      r[k] = test::run_lowbit_json("eval zeroshot --model " + dir + q +
+                                       " --tasks arc_easy,piqa,winogrande,lambada_openai --limit 6 --log-samples"
+                                       " --quiet --batch-size " + (k == 0 ? "1" : "7") + " --tasks-dir " + tasks,
+                                   out);
+      ASSERT_FALSE(r[k].is_null());
+    }
+    EXPECT_EQ(r[0]["config"]["batch_size"], 1);
+    EXPECT_EQ(r[1]["config"]["batch_size"], 7);
+    int64_t moved = 0, total = 0;
+    for (const char* t : {"arc_easy", "piqa", "winogrande", "lambada_openai"}) {
+      const json &a = r[0]["samples"][t], &b = r[1]["samples"][t];
+      ASSERT_EQ(a.size(), 6u) << t;
+      ASSERT_EQ(b.size(), 6u) << t;
+      for (size_t i = 0; i < 6; ++i) {
+        EXPECT_EQ(a[i]["id"], b[i]["id"]) << t;  // file order in the output either way
+        EXPECT_EQ(a[i]["acc"], b[i]["acc"]) << t << " " << i;
+        EXPECT_EQ(a[i].value("acc_norm", -1.0), b[i].value("acc_norm", -1.0)) << t << " " << i;
+        const auto la = a[i]["loglikelihoods"].get<std::vector<double>>();
+        const auto lb = b[i]["loglikelihoods"].get<std::vector<double>>();
+        ASSERT_EQ(la.size(), lb.size());
+        for (size_t c = 0; c < la.size(); ++c) {
+          ++total;
+          if (std::fabs(la[c] - lb[c]) <= 1e-4) continue;
+          ++moved;
+          if (q.empty()) ADD_FAILURE() << t << " item " << i << " choice " << c << ": " << la[c] << " vs " << lb[c];
+        }
+        if (q.empty()) EXPECT_EQ(a[i]["greedy"], b[i]["greedy"]) << t << " " << i;
+      }
+      for (const char* metric : {"acc", "acc_norm", "perplexity"})
+        if (r[0]["results"][t].contains(metric)) {
+          if (std::string(metric) != "perplexity") {
+            EXPECT_EQ(r[0]["results"][t][metric], r[1]["results"][t][metric]) << t << " " << metric;
+          } else if (q.empty()) {
+            const double p0 = r[0]["results"][t][metric], p1 = r[1]["results"][t][metric];
+            EXPECT_NEAR(p0, p1, 1e-5 * p0) << t;
+          }
+        }
+    }
+    EXPECT_EQ(total, 6 * (4 + 2 + 2 + 1));
+    EXPECT_LE(moved, q.empty() ? 0 : 3);
+  }
 }

@@ -43,7 +43,7 @@ void add_eval_zeroshot(CLI::App* eval, Common& common, Runner* run) {
   auto* zs = eval->add_subcommand("zeroshot", "zero-shot tasks scored as lm-eval-harness scores them");
   struct Opts {
     std::string model, tasks, tasks_dir, output_json, tokenizer = "auto", vision_tower;
-    int64_t limit = -1;
+    int64_t limit = -1, batch_size = ZeroShotOptions{}.batch_size;
     bool no_prefix_reuse = false, log_samples = false;
     QuantFlags flags;
   };
@@ -61,6 +61,11 @@ void add_eval_zeroshot(CLI::App* eval, Common& common, Runner* run) {
                "add each item's loglikelihoods to --output-json (under \"samples\")");
   zs->add_flag("--no-prefix-reuse", o->no_prefix_reuse,
                "run every choice from the first token (slower; the same numbers up to rounding)");
+  zs->add_option("--batch-size,--batch_size", o->batch_size,
+                 "requests per batched forward (items longest first; the linears see the stacked rows); 1: "
+                 "one item at a time in file order (the same numbers up to rounding)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
   zs->add_option("--tokenizer", o->tokenizer, "auto | json | spm")->capture_default_str();
   zs->add_option("--vision-tower,--vision_tower", o->vision_tower,
                   "original LLaVA layout: its CLIP directory, to quantize the whole model in memory "
@@ -89,6 +94,7 @@ void add_eval_zeroshot(CLI::App* eval, Common& common, Runner* run) {
     }
     zo.limit = o->limit;
     zo.prefix_reuse = !o->no_prefix_reuse;
+    zo.batch_size = o->batch_size;
     zo.log_samples = o->log_samples;
     LlamaModel model = load_model(o->model);
     QuantConfig qc = o->flags.resolve(model.cfg.max_position);

@@ -141,7 +141,8 @@ void add_quarot(CLI::App& app, Common& common, Runner* run) {
   c->add_flag("--lm_eval", o->lm_eval, "also run the zero-shot --tasks");
   c->add_option("--tasks", o->tasks, "zero-shot tasks (space- or comma-separated)")->delimiter(',');
   c->add_option("--lm_eval_batch_size", o->lm_eval_batch_size,
-                "the seed's lm-eval batch size: accepted; accuracies do not depend on it")
+                "the seed's lm-eval batch size: requests per batched zero-shot forward (as eval zeroshot "
+                "--batch-size; default: eval zeroshot's); accuracies do not depend on it")
       ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
   // lowbit's own additions
   c->add_option("--seqlen", o->seqlen, "lowbit: model seqlen for calibration and perplexity (default: min(2048, "
@@ -204,9 +205,12 @@ void add_quarot(CLI::App& app, Common& common, Runner* run) {
                  "--eval_end {} must be greater than --eval_begin {}", o->eval_end, o->eval_begin);
     if (c->count("--bsz"))
       log_info("--bsz: windows are evaluated one at a time; the perplexity is the same for every batch size");
-    if (c->count("--lm_eval_batch_size"))
-      log_info("--lm_eval_batch_size: requests are scored one item at a time; accuracies are the same for every "
-               "batch size");
+    if (c->count("--lm_eval_batch_size")) {
+      if (o->lm_eval)
+        zo.batch_size = o->lm_eval_batch_size;  // eval zeroshot's --batch-size
+      else
+        log_info("--lm_eval_batch_size: no zero-shot tasks run without --lm_eval; it changes nothing");
+    }
     const std::string data_dir = o->data_dir.empty() ? default_data_dir() : o->data_dir;
     LOWBIT_CHECK(!is_quantized_checkpoint(o->model), ArgError,
                  "--model {} is a lowbit quantized checkpoint; give the full-precision model (and the checkpoint as "

@@ -8,6 +8,12 @@
 // cut to at most the first predicting row of every choice). P runs once into a KV cache;
 // each choice then runs inp[P:] from position P (the cache's len reset to P, which is
 // all later positions' attention reads), giving the same rows as a full forward.
+// Batched (batch_size > 1): items sorted by total tokens, longest first, are taken in
+// batches of at most batch_size requests (at least one item); pass 1 runs the batch's
+// prefixes as one LlamaModel::forward_batch (stacked rows, per-sequence attention), each
+// prefix's KV rows are copied into its sibling requests' caches, pass 2 runs every
+// request's own tokens as one forward_batch. Every row is computed as in the one-at-a-time
+// path; only the GEMM's blocking over a different number of rows can round differently.
 #include "eval/zeroshot.h"
 
 #include <algorithm>
@@ -37,52 +43,125 @@ LlResult score_continuation(const float* logits, int64_t c, int64_t V, const int
   return r;
 }
 
-std::vector<LlResult> score_requests(LlamaModel& m, const std::vector<LlRequest>& reqs, int64_t max_len,
-                                     bool prefix_reuse, int64_t* shared_prefix) {
-  const int64_t V = m.cfg.vocab_size;
+namespace {
+// The model inputs of an item's requests (left-truncated like HFLM), the first row that
+// predicts each continuation, and the shared prefix length P (0 without prefix reuse).
+struct ReqPlan {
+  std::vector<std::vector<int32_t>> inp;  // [n][n_i]
+  std::vector<int64_t> first;
+  int64_t longest = 0, P = 0;
+};
+ReqPlan plan_requests(const std::vector<LlRequest>& reqs, int64_t max_len, bool prefix_reuse) {
   const size_t n = reqs.size();
-  // Model inputs (left-truncated like HFLM) and the first row predicting the continuation.
-  std::vector<std::vector<int32_t>> inp(n);
-  std::vector<int64_t> first(n);
-  std::vector<LlResult> out(n);
-  int64_t longest = 0;
+  ReqPlan p;
+  p.inp.resize(n);
+  p.first.resize(n);
   for (size_t i = 0; i < n; ++i) {
     const auto& tk = reqs[i].tokens;
     const int64_t c = reqs[i].cont_len;
     LOWBIT_CHECK(c <= max_len, ArgError, "a continuation of {} tokens does not fit the model's context of {}", c,
                  max_len);
     const int64_t keep = std::min<int64_t>(int64_t(tk.size()), max_len + 1);
-    inp[i].assign(tk.end() - keep, tk.end() - 1);  // [n_i]
-    first[i] = int64_t(inp[i].size()) - c;
-    longest = std::max<int64_t>(longest, int64_t(inp[i].size()));
+    p.inp[i].assign(tk.end() - keep, tk.end() - 1);  // [n_i]
+    p.first[i] = int64_t(p.inp[i].size()) - c;
+    p.longest = std::max<int64_t>(p.longest, int64_t(p.inp[i].size()));
   }
-  // Shared prefix length P.
-  int64_t P = 0;
   if (prefix_reuse && n > 1) {
-    P = *std::min_element(first.begin(), first.end());
+    p.P = *std::min_element(p.first.begin(), p.first.end());
     for (size_t i = 1; i < n; ++i) {
       int64_t k = 0;
-      while (k < P && inp[i][size_t(k)] == inp[0][size_t(k)]) ++k;
-      P = k;
+      while (k < p.P && p.inp[i][size_t(k)] == p.inp[0][size_t(k)]) ++k;
+      p.P = k;
     }
   }
+  return p;
+}
+LlResult score_rows(const LlRequest& r, const Tensor& logits, int64_t rows, int64_t V) {
+  const int64_t c = r.cont_len;
+  const int32_t* targets = r.tokens.data() + (r.tokens.size() - size_t(c));
+  LlResult out = score_continuation(logits.f32() + (rows - c) * V, c, V, targets);
+  LOWBIT_CHECK(std::isfinite(out.ll), NumericError, "non-finite loglikelihood (NaN/Inf in the logits)");
+  return out;
+}
+}  // namespace
+
+std::vector<LlResult> score_requests(LlamaModel& m, const std::vector<LlRequest>& reqs, int64_t max_len,
+                                     bool prefix_reuse, int64_t* shared_prefix) {
+  const int64_t V = m.cfg.vocab_size;
+  const size_t n = reqs.size();
+  const ReqPlan p = plan_requests(reqs, max_len, prefix_reuse);
+  const auto& inp = p.inp;
+  const int64_t P = p.P;
+  std::vector<LlResult> out(n);
   if (shared_prefix) *shared_prefix = P;
-  KVCache cache = m.make_cache(std::max<int64_t>(longest, 1));
+  KVCache cache = m.make_cache(std::max<int64_t>(p.longest, 1));
   ForwardOptions last;
   last.last_only = true;
   if (P > 0) m.forward(inp[0].data(), P, &cache, last);
   for (size_t i = 0; i < n; ++i) {
-    const int64_t c = reqs[i].cont_len;
-    if (c == 0) {  // nothing to score: lm-eval sums an empty slice (0) and all() of nothing is true
+    if (reqs[i].cont_len == 0) {  // nothing to score: lm-eval sums an empty slice (0) and all() of nothing is true
       out[i] = {0.0, true};
       continue;
     }
     cache.len = P;
     const int64_t rows = int64_t(inp[i].size()) - P;  // >= c since first[i] >= P
     Tensor logits = m.forward(inp[i].data() + P, rows, &cache);  // [rows, V]
-    const int32_t* targets = reqs[i].tokens.data() + (reqs[i].tokens.size() - size_t(c));
-    out[i] = score_continuation(logits.f32() + (rows - c) * V, c, V, targets);
-    LOWBIT_CHECK(std::isfinite(out[i].ll), NumericError, "non-finite loglikelihood (NaN/Inf in the logits)");
+    out[i] = score_rows(reqs[i], logits, rows, V);
+  }
+  return out;
+}
+
+std::vector<std::vector<LlResult>> score_items_batched(LlamaModel& m, const std::vector<const ZsItem*>& items,
+                                                       int64_t max_len, bool prefix_reuse) {
+  const int64_t V = m.cfg.vocab_size;
+  const size_t B = items.size();
+  std::vector<ReqPlan> plans;
+  std::vector<std::vector<LlResult>> out(B);
+  // One cache per request (its item's prefix is copied in after pass 1).
+  std::vector<std::vector<KVCache>> caches(B);
+  for (size_t b = 0; b < B; ++b) {
+    plans.push_back(plan_requests(items[b]->reqs, max_len, prefix_reuse));
+    out[b].resize(items[b]->reqs.size());
+    for (size_t i = 0; i < items[b]->reqs.size(); ++i)
+      caches[b].push_back(m.make_cache(std::max<int64_t>(int64_t(plans[b].inp[i].size()), 1)));
+  }
+  // Pass 1: every item's shared prefix, stacked, into its first request's cache.
+  std::vector<LlamaModel::BatchSeq> pre;
+  for (size_t b = 0; b < B; ++b)
+    if (plans[b].P > 0) pre.push_back({plans[b].inp[0].data(), plans[b].P, &caches[b][0], true});
+  if (!pre.empty()) m.forward_batch(pre);
+  for (size_t b = 0; b < B; ++b) {
+    const int64_t P = plans[b].P;
+    if (P == 0) continue;
+    const KVCache& src = caches[b][0];
+    const size_t span = size_t(P * m.cfg.num_kv_heads * m.cfg.head_dim);
+    for (size_t i = 1; i < caches[b].size(); ++i) {
+      KVCache& dst = caches[b][i];
+      for (size_t l = 0; l < src.k.size(); ++l) {
+        std::copy(src.k[l].begin(), src.k[l].begin() + std::ptrdiff_t(span), dst.k[l].begin());
+        std::copy(src.v[l].begin(), src.v[l].begin() + std::ptrdiff_t(span), dst.v[l].begin());
+      }
+      dst.len = P;
+    }
+  }
+  // Pass 2: every request's own tokens after its item's prefix, stacked.
+  std::vector<LlamaModel::BatchSeq> seqs;
+  std::vector<std::pair<size_t, size_t>> who;
+  for (size_t b = 0; b < B; ++b)
+    for (size_t i = 0; i < items[b]->reqs.size(); ++i) {
+      if (items[b]->reqs[i].cont_len == 0) {  // as score_requests
+        out[b][i] = {0.0, true};
+        continue;
+      }
+      const int64_t P = plans[b].P;
+      seqs.push_back({plans[b].inp[i].data() + P, int64_t(plans[b].inp[i].size()) - P, &caches[b][i], false});
+      who.emplace_back(b, i);
+    }
+  if (seqs.empty()) return out;
+  std::vector<Tensor> logits = m.forward_batch(seqs);
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    const auto [b, i] = who[s];
+    out[b][i] = score_rows(items[b]->reqs[i], logits[s], seqs[s].T, V);
   }
   return out;
 }
@@ -235,9 +314,53 @@ nlohmann::json eval_zeroshot(LlamaModel& m, const Tokenizer& tok, const std::vec
     Progress prog(task, int64_t(items.size()), opt.progress);
     std::vector<double> acc, acc_norm, lls;
     nlohmann::json samples = nlohmann::json::array();
+    // Scores in file order (batch size 1), or in batches of items taken longest first
+    // (lm-eval's order) with up to batch_size requests per batch; metrics use file order.
+    std::vector<std::vector<LlResult>> results(items.size());
+    std::vector<double> acc_done;  // the progress line's running accuracy
+    auto item_acc = [&](const ZsItem& it, const std::vector<LlResult>& res) {
+      if (kind == TaskKind::Lambada) return res[0].greedy ? 1.0 : 0.0;
+      std::vector<double> ll(res.size());
+      for (size_t i = 0; i < res.size(); ++i) ll[i] = res[i].ll;
+      return argmax_first(ll) == it.gold ? 1.0 : 0.0;
+    };
+    if (opt.batch_size <= 1) {
+      for (size_t k = 0; k < items.size(); ++k) {
+        results[k] = score_requests(m, items[k].reqs, max_len, opt.prefix_reuse);
+        acc_done.push_back(item_acc(items[k], results[k]));
+        prog.update(int64_t(k + 1), fmt::format("acc {:.4f}", py_mean(acc_done)));
+      }
+    } else {
+      std::vector<size_t> order(items.size());
+      std::vector<int64_t> len(items.size(), 0);
+      for (size_t k = 0; k < items.size(); ++k) {
+        order[k] = k;
+        for (const auto& r : items[k].reqs) len[k] += int64_t(r.tokens.size());
+      }
+      std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return len[a] > len[b]; });
+      size_t next = 0;
+      while (next < order.size()) {
+        std::vector<const ZsItem*> batch;
+        std::vector<size_t> ks;
+        int64_t nreq = 0;
+        while (next < order.size() &&
+               (batch.empty() || nreq + int64_t(items[order[next]].reqs.size()) <= opt.batch_size)) {
+          ks.push_back(order[next]);
+          batch.push_back(&items[order[next]]);
+          nreq += int64_t(items[order[next]].reqs.size());
+          ++next;
+        }
+        std::vector<std::vector<LlResult>> res = score_items_batched(m, batch, max_len, opt.prefix_reuse);
+        for (size_t j = 0; j < ks.size(); ++j) {
+          results[ks[j]] = std::move(res[j]);
+          acc_done.push_back(item_acc(items[ks[j]], results[ks[j]]));
+        }
+        prog.update(int64_t(next), fmt::format("acc {:.4f}", py_mean(acc_done)));
+      }
+    }
     for (size_t k = 0; k < items.size(); ++k) {
       const ZsItem& it = items[k];
-      std::vector<LlResult> res = score_requests(m, it.reqs, max_len, opt.prefix_reuse);
+      const std::vector<LlResult>& res = results[k];
       if (kind == TaskKind::Lambada) {
         acc.push_back(res[0].greedy ? 1.0 : 0.0);
         lls.push_back(res[0].ll);
@@ -259,7 +382,6 @@ nlohmann::json eval_zeroshot(LlamaModel& m, const Tokenizer& tok, const std::vec
         if (!acc_norm.empty() && kind != TaskKind::Lambada) s["acc_norm"] = acc_norm.back();
         samples.push_back(std::move(s));
       }
-      prog.update(int64_t(k + 1), fmt::format("acc {:.4f}", py_mean(acc)));
     }
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     prog.finish(fmt::format("acc {:.4f}, {:.0f} tok/s", py_mean(acc), double(total_tokens) / secs));
@@ -277,7 +399,8 @@ nlohmann::json eval_zeroshot(LlamaModel& m, const Tokenizer& tok, const std::vec
     if (opt.log_samples) out["samples"][task] = std::move(samples);
   }
   out["config"] = {{"model", m.dir}, {"limit", opt.limit}, {"tasks_dir", opt.tasks_dir},
-                   {"max_length", max_len}, {"prefix_reuse", opt.prefix_reuse}, {"add_bos", add_bos}};
+                   {"max_length", max_len}, {"prefix_reuse", opt.prefix_reuse}, {"add_bos", add_bos},
+                   {"batch_size", opt.batch_size}};
   return out;
 }
 

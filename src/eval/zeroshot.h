@@ -37,10 +37,12 @@ namespace lowbit {
 struct ZeroShotOptions {
   std::string tasks_dir;   // folder with <task>.jsonl (the caller resolves the default ../shared/data/tasks)
   int64_t limit = -1;      // first N items of each task (-1: all)
-  // Items run one at a time (LlamaModel::forward is one sequence; threads work inside
-  // each GEMM), longest first; the choices of an item share one forward over their
-  // common token prefix (KV cache), then each choice runs only its own tokens.
+  // The choices of an item share one forward over their common token prefix (KV cache),
+  // then each choice runs only its own tokens.
   bool prefix_reuse = true;  // false: every request runs from position 0 (tests compare both)
+  // Requests per batched forward (items sorted longest first; see zeroshot.cpp); 1: the
+  // one-item-at-a-time path above, in file order.
+  int64_t batch_size = 8;
   bool progress = true;
   bool log_samples = false;  // per-item loglikelihoods under "samples" (lm-eval's --log_samples)
   // Whether requests start with BOS: -1 as Hugging Face's tokenizer of the model's
@@ -111,6 +113,10 @@ std::vector<ZsItem> load_task(const std::string& task, const std::string& tasks_
 // (its length goes to *shared_prefix when given). max_len: the model's context window.
 std::vector<LlResult> score_requests(LlamaModel& m, const std::vector<LlRequest>& reqs, int64_t max_len,
                                      bool prefix_reuse, int64_t* shared_prefix = nullptr);
+// Several items at once (ZeroShotOptions::batch_size > 1): their prefixes in one batched
+// forward, then all their requests' own tokens in another; results per item, per request.
+std::vector<std::vector<LlResult>> score_items_batched(LlamaModel& m, const std::vector<const ZsItem*>& items,
+                                                       int64_t max_len, bool prefix_reuse);
 // ll and greedy of targets [c] under logits rows [c, V] (row j predicts targets[j]).
 LlResult score_continuation(const float* logits, int64_t c, int64_t V, const int32_t* targets);
 

@@ -37,11 +37,24 @@ struct BlockState {
   std::vector<float> a;  // [T, cols] the next group's input, when the block keeps it (else empty)
 };
 
+// One of several independent sequences stacked into one BlockState (LlamaModel::forward_batch):
+// rows [row0, row0 + T) of the state, its own cache and first position.
+struct SeqSegment {
+  int64_t row0 = 0, T = 0;
+  KVCache* cache = nullptr;  // required: the sequence's own K/V (positions [0, start) already filled)
+  int64_t start = 0;
+};
+
 struct BlockCtx {
   bool act_quant = true;            // activation / KV fake quantizers on
   const Observer* observer = nullptr;  // sees each group's input as its linears multiply it
   KVCache* cache = nullptr;         // decoder blocks: cache to append to (null: none, start = 0)
   int64_t start = 0;                // position of the first token
+  // Non-null: the state's rows are these independent sequences (cache / start above unused).
+  // Row-wise steps (norms, linears with their online transforms and per-token activation
+  // quantizers, K/V quantizers per token) see all rows at once; RoPE, the cache and
+  // attention run per sequence.
+  const std::vector<SeqSegment>* segments = nullptr;
 };
 
 class Block {

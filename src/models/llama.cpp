@@ -73,6 +73,8 @@ const float* group_pre(const std::vector<const Linear*>& grp, const float* xin, 
 
 void LlamaLayer::advance(int g, BlockState& st, const BlockCtx& ctx) const {
   // On the CUDA backend the whole step runs on the GPU where it can (backend/cuda/cuda_block.cpp).
+  // (Stacked sequences never reach it: forward_batch runs them one at a time there.)
+  LOWBIT_ASSERT(!(ctx.segments && backend->device() == Device::CUDA));
   if (backend->device() == Device::CUDA && cuda::llama_advance(*this, g, st, ctx)) return;
   const int64_t T = st.T;
   Backend& be = *backend;
@@ -96,8 +98,19 @@ void LlamaLayer::advance(int g, BlockState& st, const BlockCtx& ctx) const {
       linear_product(be, q_proj, input_of(q_proj), T, q.data());  // [T, Hq*D]
       linear_product(be, k_proj, input_of(k_proj), T, k.data());  // [T, Hkv*D]
       linear_product(be, v_proj, input_of(v_proj), T, v.data());  // [T, Hkv*D]
+      // Positions: per sequence when the rows stack several (ctx.segments).
       std::vector<int32_t> pos(static_cast<size_t>(T));
-      for (int64_t t = 0; t < T; ++t) pos[size_t(t)] = int32_t(ctx.start + t);
+      if (ctx.segments) {
+        int64_t covered = 0;
+        for (const SeqSegment& sg : *ctx.segments) {
+          LOWBIT_ASSERT(sg.row0 == covered && sg.cache != nullptr);
+          for (int64_t t = 0; t < sg.T; ++t) pos[size_t(sg.row0 + t)] = int32_t(sg.start + t);
+          covered += sg.T;
+        }
+        LOWBIT_ASSERT(covered == T);
+      } else {
+        for (int64_t t = 0; t < T; ++t) pos[size_t(t)] = int32_t(ctx.start + t);
+      }
       be.rope(q.data(), T, Hq, D, pos.data(), inv_freq.data());
       be.rope(k.data(), T, Hkv, D, pos.data(), inv_freq.data());
       if (qk_rot) {
@@ -109,24 +122,27 @@ void LlamaLayer::advance(int g, BlockState& st, const BlockCtx& ctx) const {
         k_quant.apply(k.data(), T, Hkv * D);  // per token [T, Hkv*D], groups of k_quant.groupsize
         v_quant.apply(v.data(), T, Hkv * D);
       }
-      const float* K = k.data();
-      const float* V = v.data();
-      int64_t S = T;
-      if (ctx.cache) {
-        KVCache& c = *ctx.cache;
-        LOWBIT_CHECK(ctx.start + T <= c.max_seq, ArgError, "KV cache holds {} positions, asked for {}", c.max_seq,
-                     ctx.start + T);
-        const size_t row = size_t(Hkv * D);
-        std::memcpy(c.k[size_t(index)].data() + size_t(ctx.start) * row, k.data(), size_t(T) * row * 4);
-        std::memcpy(c.v[size_t(index)].data() + size_t(ctx.start) * row, v.data(), size_t(T) * row * 4);
-        K = c.k[size_t(index)].data();
-        V = c.v[size_t(index)].data();
-        S = ctx.start + T;
+      st.a.resize(size_t(T * Hq * D));  // [T, Hq*D]
+      const float scale = float(1.0 / std::sqrt(double(D)));
+      const size_t row = size_t(Hkv * D);
+      // Appends rows [r0, r0+n) of K/V at positions [start, start+n) of cache c and attends
+      // them (causal, offset start) over the cache's first start+n positions.
+      auto attend_cached = [&](KVCache& c, int64_t r0, int64_t n, int64_t start) {
+        LOWBIT_CHECK(start + n <= c.max_seq, ArgError, "KV cache holds {} positions, asked for {}", c.max_seq,
+                     start + n);
+        std::memcpy(c.k[size_t(index)].data() + size_t(start) * row, k.data() + size_t(r0) * row, size_t(n) * row * 4);
+        std::memcpy(c.v[size_t(index)].data() + size_t(start) * row, v.data() + size_t(r0) * row, size_t(n) * row * 4);
+        be.attention(q.data() + size_t(r0 * Hq * D), c.k[size_t(index)].data(), c.v[size_t(index)].data(),
+                     st.a.data() + size_t(r0 * Hq * D), n, start + n, Hq, Hkv, D, start, scale);
+      };
+      if (ctx.segments) {
+        for (const SeqSegment& sg : *ctx.segments) attend_cached(*sg.cache, sg.row0, sg.T, sg.start);
+      } else if (ctx.cache) {
+        attend_cached(*ctx.cache, 0, T, ctx.start);
       } else {
         LOWBIT_CHECK(ctx.start == 0, ArgError, "a decoder layer without a cache must start at position 0");
+        be.attention(q.data(), k.data(), v.data(), st.a.data(), T, T, Hq, Hkv, D, 0, scale);
       }
-      st.a.resize(size_t(T * Hq * D));  // [T, Hq*D]
-      be.attention(q.data(), K, V, st.a.data(), T, S, Hq, Hkv, D, ctx.start, float(1.0 / std::sqrt(double(D))));
       return;
     }
     case 1: {  // h = x + o_proj(att)
@@ -280,6 +296,60 @@ Tensor LlamaModel::forward_embeds(const float* x, int64_t T, KVCache* cache, con
   Tensor logits = Tensor::empty({rows, cfg.vocab_size});
   head(st.x.data() + (T - rows) * d, rows, logits.f32(), opt);
   return logits;
+}
+
+std::vector<Tensor> LlamaModel::forward_batch(const std::vector<BatchSeq>& seqs, const ForwardOptions& opt) {
+  LOWBIT_CHECK(!opt.observer && !opt.hidden_hook && !opt.tower_hook, ArgError,
+               "forward_batch: observers and hooks are for single-sequence forwards");
+  std::vector<Tensor> out;
+  out.reserve(seqs.size());
+  // The GPU's fused layer step handles one sequence: run them one at a time there (same results).
+  if (backend->device() == Device::CUDA || seqs.size() == 1) {
+    for (const BatchSeq& s : seqs) {
+      ForwardOptions o;
+      o.act_quant = opt.act_quant;
+      o.last_only = s.last_only;
+      out.push_back(forward(s.ids, s.T, s.cache, o));
+    }
+    return out;
+  }
+  const int64_t d = cfg.hidden_size, V = cfg.vocab_size;
+  std::vector<SeqSegment> segs;
+  int64_t N = 0;
+  for (const BatchSeq& s : seqs) {
+    LOWBIT_CHECK(s.cache != nullptr, ArgError, "forward_batch: every sequence needs its own KV cache");
+    const int64_t start = check_span(s.T, s.cache);
+    segs.push_back({N, s.T, s.cache, start});
+    N += s.T;
+  }
+  BlockState st;
+  st.T = N;
+  st.x.resize(size_t(N * d));  // [N, d] the sequences' rows stacked
+  for (const SeqSegment& sg : segs) embed_tokens(seqs[size_t(&sg - segs.data())].ids, sg.T, st.x.data() + sg.row0 * d);
+  BlockCtx ctx;
+  ctx.act_quant = opt.act_quant;
+  ctx.segments = &segs;
+  for (int64_t l = 0; l < cfg.num_layers; ++l) layers[size_t(l)].forward(st, ctx);
+  // lm_head over the rows asked for (every row, or each sequence's last), stacked too.
+  std::vector<float> xs;  // [R, d]
+  for (size_t i = 0; i < segs.size(); ++i) {
+    const int64_t r = seqs[i].last_only ? 1 : segs[i].T;
+    const float* src = st.x.data() + (segs[i].row0 + segs[i].T - r) * d;
+    xs.insert(xs.end(), src, src + r * d);
+    segs[i].cache->len = segs[i].start + segs[i].T;
+  }
+  const int64_t R = int64_t(xs.size()) / d;
+  std::vector<float> logits(size_t(R * V));  // [R, V]
+  head(xs.data(), R, logits.data(), opt);
+  int64_t r0 = 0;
+  for (size_t i = 0; i < segs.size(); ++i) {
+    const int64_t r = seqs[i].last_only ? 1 : segs[i].T;
+    Tensor t = Tensor::empty({r, V});
+    std::memcpy(t.f32(), logits.data() + r0 * V, size_t(r * V) * 4);
+    out.push_back(std::move(t));
+    r0 += r;
+  }
+  return out;
 }
 
 std::vector<Block*> LlamaModel::blocks() {

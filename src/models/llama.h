@@ -107,6 +107,21 @@ class LlamaModel {
   // embeddings and image features): forward(ids) = forward_embeds(embed_tokens(ids)).
   Tensor forward_embeds(const float* x, int64_t T, KVCache* cache = nullptr, const ForwardOptions& opt = {});
 
+  // B independent sequences in one pass: sequence b runs ids_b [T_b] from position
+  // cache_b->len into its own cache, exactly as forward(ids_b, T_b, cache_b) would, but the
+  // norms and linears (with their online transforms and per-token activation quantizers)
+  // see the stacked rows [Σ T_b, d] — each weight is read once per batch instead of once
+  // per sequence; RoPE, K/V caching and causal attention stay per sequence. Returns each
+  // sequence's logits [T_b, vocab] ([1, vocab] with last_only). Only act_quant is read
+  // from opt (observers/hooks refused). On the CUDA backend the sequences run one at a time.
+  struct BatchSeq {
+    const int32_t* ids = nullptr;
+    int64_t T = 0;
+    KVCache* cache = nullptr;
+    bool last_only = false;
+  };
+  std::vector<Tensor> forward_batch(const std::vector<BatchSeq>& seqs, const ForwardOptions& opt = {});
+
   void embed_tokens(const int32_t* ids, int64_t T, float* x) const;  // x: [T, d]
   // The input of lm_head (final norm) for x [T, d] → h [T, d].
   void final_hidden(const float* x, int64_t T, float* h) const;
