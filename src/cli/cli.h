@@ -14,6 +14,9 @@ struct Common {
 };
 // Adds --device to a subcommand (cpu | cuda).
 void add_device_option(CLI::App* c, Common& common);
+// The options of the text evaluations (eval ppl, eval zeroshot): --tokenizer, --vision-tower,
+// --threads, --device, --quiet.
+void add_text_eval_options(CLI::App* c, Common& common, std::string& tokenizer, std::string& vision_tower);
 
 using Runner = std::function<int()>;
 // Each registers a subcommand on `app` and sets `*run` to its body (called when selected).

@@ -16,6 +16,16 @@
 
 namespace lowbit::cli {
 
+void add_text_eval_options(CLI::App* c, Common& common, std::string& tokenizer, std::string& vision_tower) {
+  c->add_option("--tokenizer", tokenizer, "auto | json | spm")->capture_default_str();
+  c->add_option("--vision-tower,--vision_tower", vision_tower,
+                "original LLaVA layout: its CLIP directory, to quantize the whole model in memory "
+                "(with quantization flags)");
+  c->add_option("--threads", common.threads, "CPU threads (0: all cores)")->check(CLI::Range(0, 4096));
+  add_device_option(c, common);
+  c->add_flag("--quiet", common.quiet, "no progress output");
+}
+
 namespace {
 void add_eval_ppl(CLI::App* eval, Common& common, Runner* run) {
   auto* ppl = eval->add_subcommand("ppl", "perplexity over non-overlapping windows (GPTQ/QuaRot protocol)");
@@ -37,13 +47,7 @@ void add_eval_ppl(CLI::App* eval, Common& common, Runner* run) {
   ppl->add_option("--max-windows,--max_windows", o->max_windows, "evaluate at most this many windows (-1: all)")
       ->check(minus_one_or_at_least(1));
   ppl->add_option("--output-json,--output_json", o->output_json, "write the result as JSON");
-  ppl->add_option("--tokenizer", o->tokenizer, "auto | json | spm")->capture_default_str();
-  ppl->add_option("--vision-tower,--vision_tower", o->vision_tower,
-                  "original LLaVA layout: its CLIP directory, to quantize the whole model in memory "
-                  "(with quantization flags)");
-  ppl->add_option("--threads", common.threads, "CPU threads (0: all cores)")->check(CLI::Range(0, 4096));
-  add_device_option(ppl, common);
-  ppl->add_flag("--quiet", common.quiet, "no progress output");
+  add_text_eval_options(ppl, common, o->tokenizer, o->vision_tower);
   o->flags.add(ppl);
   *run = [o, &common]() {
     apply_common(common);

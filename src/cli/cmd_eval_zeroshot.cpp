@@ -66,13 +66,7 @@ void add_eval_zeroshot(CLI::App* eval, Common& common, Runner* run) {
                  "one item at a time in file order (the same numbers up to rounding)")
       ->capture_default_str()
       ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
-  zs->add_option("--tokenizer", o->tokenizer, "auto | json | spm")->capture_default_str();
-  zs->add_option("--vision-tower,--vision_tower", o->vision_tower,
-                  "original LLaVA layout: its CLIP directory, to quantize the whole model in memory "
-                  "(with quantization flags)");
-  zs->add_option("--threads", common.threads, "CPU threads (0: all cores)")->check(CLI::Range(0, 4096));
-  add_device_option(zs, common);
-  zs->add_flag("--quiet", common.quiet, "no progress output");
+  add_text_eval_options(zs, common, o->tokenizer, o->vision_tower);
   o->flags.add(zs);
   *run = [o, &common]() {
     apply_common(common);
