@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <set>
@@ -340,6 +342,107 @@ TEST(VlmQuant, RotatedRtnCheckpointReloads) {
     const Probe b = probe(*r, tmp + "/q", *m.tok, photo);
     EXPECT_EQ(a.logits, b.logits) << rel;
     EXPECT_TRUE(WeightStore::open_dir(tmp + "/q").has(m.vlm->parts().vision->patch_embed.name + ".qweight")) << rel;
+    EXPECT_EQ(q.report["towers"]["vision"]["patch_embed_method"], "rtn") << rel;
+  }
+}
+
+// ‖X Ŵᵀ − X Wᵀ‖ / ‖X Wᵀ‖ in double: X [N, K] patch rows, W and Ŵ [d, K] (the conv bias cancels).
+double conv_error(const std::vector<double>& X, int64_t K, const std::vector<float>& W, const std::vector<float>& Wq) {
+  const int64_t N = int64_t(X.size()) / K, d = int64_t(W.size()) / K;
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < N; ++i)
+    for (int64_t o = 0; o < d; ++o) {
+      double y = 0, yq = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        y += X[size_t(i * K + k)] * double(W[size_t(o * K + k)]);
+        yq += X[size_t(i * K + k)] * double(Wq[size_t(o * K + k)]);
+      }
+      num += (yq - y) * (yq - y);
+      den += y * y;
+    }
+  return std::sqrt(num / den);
+}
+
+// Under GPTQ (and GPTAQ) --quant_patch_embed solves the conv with GPTQ on the calibration images'
+// unfolded patches: its codes differ from RTN's at the same width and its output error on those
+// patches is at most RTN's (GPTQ's property on its own calibration data). The patches are built
+// here from the processor's pixel values (the "pixels" tower hook) by the conv's definition
+// (stride = kernel = p: row (gy, gx), column (c, ky, kx)). The checkpoint reloads bit for bit and
+// records the method.
+TEST(VlmQuant, PatchEmbedGptqOnCalibrationPatches) {
+  LOWBIT_REQUIRE_SHARED(photo, "data/images/extreme_ironing.jpg");
+  const std::string images = fs::path(photo).parent_path().string();
+  for (const char* rel : {"models/tiny-llava-1.5", "models/tiny-smolvlm"}) {
+    LOWBIT_REQUIRE_SHARED(dir, rel);
+    const bool v2 = std::string(rel) == "models/tiny-smolvlm";  // the GPTAQ path on the second model
+    const std::string tmp = test::temp_dir("vlmq_conv");
+    Loaded m = load(dir);
+    QuantConfig c;
+    c.w_bits = 16;
+    c.w_bits_vision = 4;
+    c.use_v2 = v2;
+    c.quant_patch_embed = true;
+    c.cal_dataset = write_conversations(tmp);
+    c.cal_image_folder = images;
+    c.nsamples = 2;
+    c.cal_seqlen = 4096;
+    const VlmCalibration cal = load_vlm_calibration(c, *m.tok, dir, m.vlm->language().cfg.max_position);
+    ASSERT_EQ(cal.multimodal.size(), 2u);
+    const VlmParts P = m.vlm->parts();
+    const ClipVisionConfig& vc = P.vision->cfg;
+    const Tensor W0t = P.vision->patch_embed.weight_f32();
+    const std::vector<float> W0(W0t.f32(), W0t.f32() + W0t.numel());
+    Linear rtn = P.vision->patch_embed;
+    rtn_linear(rtn, c, 4);
+    const Tensor Wrt = rtn.weight_f32();
+    const std::vector<float> Wr(Wrt.f32(), Wrt.f32() + Wrt.numel());
+
+    const QuantizedModel q = quantize_vlm(*m.vlm, c, *m.tok, cal);
+    EXPECT_EQ(q.report["towers"]["vision"]["patch_embed_method"], "gptq") << rel;
+    ASSERT_TRUE(P.vision->patch_embed.qw) << rel;
+    const Tensor Wgt = P.vision->patch_embed.weight_f32();
+    const std::vector<float> Wg(Wgt.f32(), Wgt.f32() + Wgt.numel());
+    ASSERT_EQ(Wg.size(), W0.size());
+    EXPECT_NE(Wg, Wr) << rel;
+
+    // The calibration patches, from the pixel values of every frame of every calibration sample.
+    const int64_t p = vc.patch_size, S = vc.image_size, G = S / p, C = vc.num_channels, K = C * p * p;
+    std::vector<double> X;
+    for (const VlmCalibSample& smp : cal.multimodal) {
+      std::vector<Image> imgs;
+      for (const std::string& f : smp.images) imgs.push_back(decode_image(f));
+      m.vlm->set_images(imgs);
+      ForwardOptions fo;
+      fo.tower_hook = [&](const char* st, const float* px, int64_t rows, int64_t cols) {
+        if (std::strcmp(st, "pixels") != 0) return;
+        ASSERT_EQ(rows * cols, C * S * S);
+        for (int64_t gy = 0; gy < G; ++gy)
+          for (int64_t gx = 0; gx < G; ++gx)
+            for (int64_t ch = 0; ch < C; ++ch)
+              for (int64_t ky = 0; ky < p; ++ky)
+                for (int64_t kx = 0; kx < p; ++kx)
+                  X.push_back(double(px[(ch * S + gy * p + ky) * S + gx * p + kx]));
+      };
+      m.vlm->embed(m.vlm->prompt_ids(*m.tok, smp.text), fo);
+    }
+    ASSERT_EQ(int64_t(X.size()) % K, 0);
+    EXPECT_EQ(int64_t(X.size()) / K, q.report["patch_embed"]["patches"].get<int64_t>()) << rel;
+    const double eg = conv_error(X, K, W0, Wg), er = conv_error(X, K, W0, Wr);
+    std::printf("%s patch_embed (%s, %lld patches): GPTQ %.6f  RTN %.6f\n", rel, v2 ? "gptaq run" : "gptq run",
+                (long long)(int64_t(X.size()) / K), eg, er);
+    EXPECT_LE(eg, er) << rel;
+    EXPECT_GT(eg, 0.0) << rel;
+
+    // Reloaded == in memory: the conv's codes and the logits of an image prompt.
+    save_quantized_vlm(*m.vlm, q, dir, tmp + "/q");
+    std::unique_ptr<Vlm> r = load_vlm(tmp + "/q");
+    const Tensor Wl = r->parts().vision->patch_embed.weight_f32();
+    EXPECT_EQ(std::vector<float>(Wl.f32(), Wl.f32() + Wl.numel()), Wg) << rel;
+    const Probe a = probe(*m.vlm, dir, *m.tok, photo);
+    const Probe b = probe(*r, tmp + "/q", *m.tok, photo);
+    EXPECT_EQ(a.logits, b.logits) << rel;
+    const nlohmann::json meta = nlohmann::json::parse(test::read_file(tmp + "/q/lowbit_quant.json"));
+    EXPECT_EQ(meta["towers"]["vision"]["patch_embed_method"], "gptq") << rel;
   }
 }
 

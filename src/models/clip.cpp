@@ -363,8 +363,8 @@ ClipVisionTower ClipVisionTower::from_source(const ClipVisionConfig& cfg, const 
   return t;
 }
 
-void ClipVisionTower::embed(const float* px, float* x) const {
-  const int64_t d = cfg.hidden_size, p = cfg.patch_size, S = cfg.image_size, G = cfg.grid(), C = cfg.num_channels;
+std::vector<float> ClipVisionTower::unfold(const float* px) const {
+  const int64_t p = cfg.patch_size, S = cfg.image_size, G = cfg.grid(), C = cfg.num_channels;
   const int64_t P = cfg.num_patches(), K = cfg.patch_dim();
   // Unfold: patch i = (gy, gx) row-major; column (c, ky, kx) matches the conv weight's layout.
   std::vector<float> patches(static_cast<size_t>(P * K));  // [P, C·p·p]
@@ -375,6 +375,12 @@ void ClipVisionTower::embed(const float* px, float* x) const {
         for (int64_t ky = 0; ky < p; ++ky)
           std::memcpy(dst + (c * p + ky) * p, px + (c * S + gy * p + ky) * S + gx * p, size_t(p) * sizeof(float));
     }
+  return patches;
+}
+
+void ClipVisionTower::embed(const float* px, float* x) const {
+  const int64_t d = cfg.hidden_size, P = cfg.num_patches();
+  const std::vector<float> patches = unfold(px);  // [P, C·p·p]
   const int64_t T = cfg.num_positions(), c0 = cfg.class_token ? 1 : 0;
   std::vector<float> e(static_cast<size_t>(T * d));  // [T, d]: [class token,] then patches
   if (c0) std::memcpy(e.data(), class_embedding.data<float>(), size_t(d) * sizeof(float));
@@ -394,6 +400,7 @@ std::vector<float> ClipVisionTower::forward(const float* px, int64_t upto, const
   BlockState st;
   st.T = T;
   st.x.resize(static_cast<size_t>(T * d));  // [T, d]
+  if (opt.tower_hook) opt.tower_hook("pixels", px, cfg.num_channels, cfg.image_size * cfg.image_size);
   embed(px, st.x.data());
   if (opt.tower_hook) opt.tower_hook("vision", st.x.data(), T, d);
   BlockCtx ctx;

@@ -122,10 +122,14 @@ class ClipVisionTower {
   // Loads the tower whose tensors are named `root` + clip_names (checked against cfg).
   static ClipVisionTower from_source(const ClipVisionConfig& cfg, const WeightSource& src, const std::string& root);
 
+  // The conv's input rows for one image px [C, S, S]: unfold(px) [P, C·p·p], patch (gy, gx)
+  // row-major, column (c, ky, kx) as the conv weight's layout.
+  std::vector<float> unfold(const float* px) const;
   // hidden_states[0] for one image px [C, S, S] (S = image_size) → x [T, d], T = num_positions().
   void embed(const float* px, float* x) const;
   // Runs the embeddings and layers 1..upto on one image; opt.hidden_hook sees hidden_states[k]
-  // for k = 0..upto ([T, d] each). Returns hidden_states[upto].
+  // for k = 0..upto ([T, d] each); opt.tower_hook sees "pixels" (px as [C, S·S]) then "vision"
+  // (hidden_states[0], [T, d]). Returns hidden_states[upto].
   std::vector<float> forward(const float* px, int64_t upto, const ForwardOptions& opt = {}) const;
   // All L layers, then post_layernorm: HF's last_hidden_state of a SigLIP tower ([T, d]).
   // ShapeError when the tower has no post_layernorm.

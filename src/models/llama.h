@@ -69,10 +69,10 @@ struct ForwardOptions {
   Observer observer;       // sees each group's input (named by its first linear), K after RoPE/R3, lm_head's input
   // Input of layer l (l = 0..L-1) and, for l = L, the final-norm output: [T, d].
   std::function<void(int64_t l, const float* h, int64_t T, int64_t d)> hidden_hook;
-  // Vision-language models: sees each tower's input as the next tower will read it — stage
-  // "vision": a frame's embeddings (hidden_states[0], [T, d_v]); stage "projector": the
-  // projector's input (rows = features of the images in one call). The quantization driver
-  // takes its calibration states from here.
+  // Vision-language models: sees each tower's input as the next tower will read it — stage "pixels": a frame's
+  // pixel values [C, S·S] (the patch conv's input); "vision": a frame's embeddings (hidden_states[0], [T, d_v]);
+  // stage "projector": the projector's input (rows = features of the images in one call). The quantization
+  // driver takes its calibration states (and the patch conv's Hessian) from here.
   std::function<void(const char* stage, const float* x, int64_t rows, int64_t cols)> tower_hook;
 };
 

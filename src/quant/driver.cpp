@@ -451,16 +451,32 @@ void rtn_blocks(const std::vector<Block*>& blocks, const QuantConfig& cfg, const
   prog.finish();
 }
 
-int64_t gptq_blocks(const std::vector<Block*>& blocks, std::vector<BlockState>& Xq, std::vector<BlockState>& Xfp,
-                    const QuantConfig& cfg, const TowerPlan& plan, nlohmann::json& layers, const DriverOptions& opt) {
+namespace {
+GptqConfig gptq_config(const QuantConfig& cfg, int bits) {
   GptqConfig gc;
-  gc.spec = weight_spec(cfg, plan.w_bits);
+  gc.spec = weight_spec(cfg, bits);
   gc.percdamp = cfg.percdamp;
   gc.blocksize = cfg.blocksize;
   gc.act_order = cfg.act_order;
   gc.static_groups = cfg.static_groups;
   gc.use_v2 = cfg.use_v2;
   gc.alpha = cfg.v2_alpha;
+  return gc;
+}
+}  // namespace
+
+nlohmann::json gptq_linear(Linear& lin, const HessianAccumulator& H, const QuantConfig& cfg, int bits) {
+  GptqConfig gc = gptq_config(cfg, bits);
+  gc.use_v2 = false;
+  nlohmann::json rep = nlohmann::json::object();
+  solve({&lin}, H, gc, cfg, {}, rep);
+  lin.W = Tensor();  // nothing propagates through it here: the packed codes alone
+  return rep[lin.name];
+}
+
+int64_t gptq_blocks(const std::vector<Block*>& blocks, std::vector<BlockState>& Xq, std::vector<BlockState>& Xfp,
+                    const QuantConfig& cfg, const TowerPlan& plan, nlohmann::json& layers, const DriverOptions& opt) {
+  const GptqConfig gc = gptq_config(cfg, plan.w_bits);
   const int64_t budget = opt.state_budget_bytes > 0 ? opt.state_budget_bytes : default_state_budget();
   for (size_t b = 0; b < blocks.size(); ++b) {
     BlockRun run{cfg, gc, budget, int64_t(b), int64_t(blocks.size()), plan.keep, plan.tower};

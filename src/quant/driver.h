@@ -27,6 +27,7 @@
 
 #include "models/llama.h"
 #include "quant/config.h"
+#include "quant/gptq_solver.h"
 #include "quant/qgrid.h"
 #include "quant/runtime.h"
 
@@ -59,6 +60,11 @@ struct TowerPlan {
 
 // Round-to-nearest of one linear (packed codes; the f32 weight dropped).
 void rtn_linear(Linear& lin, const QuantConfig& cfg, int bits);
+// GPTQ of one linear outside a block (the VLM's patch-embedding convolution) from the statistics
+// H of its input, with the solver settings of gptq_blocks (cfg's grid, percdamp, blocksize,
+// act_order, static_groups; plain GPTQ: the caller's input has no quantized/FP difference) at
+// `bits`; packed codes, the f32 weight dropped. Returns {loss, solve_seconds, percdamp}.
+nlohmann::json gptq_linear(Linear& lin, const HessianAccumulator& H, const QuantConfig& cfg, int bits);
 // RTN of every linear of the blocks (except plan.keep); appends a per-layer entry to `layers`
 // when plan.tower is set.
 void rtn_blocks(const std::vector<Block*>& blocks, const QuantConfig& cfg, const TowerPlan& plan,

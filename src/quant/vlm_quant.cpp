@@ -125,6 +125,45 @@ std::vector<BlockState> capture(Vlm& vlm, const Tokenizer& tok, const VlmCalibra
   return out;
 }
 
+// GPTQ of the patch-embedding convolution: H = 2/N Σ x xᵀ over every unfolded patch row x
+// [C·p·p] of every frame the processor makes of the calibration images (the frames the vision
+// tower's calibration runs; the pixels reach the conv unchanged, so the quantized and the FP
+// model see the same x and GPTAQ's dXXᵀ term is zero: GPTAQ = GPTQ here), then the shared solver.
+nlohmann::json gptq_patch_embed(Vlm& vlm, const Tokenizer& tok, const VlmCalibration& calib, const QuantConfig& cfg,
+                                int bits, int64_t max_len) {
+  const VlmParts P = vlm.parts();
+  const ClipVisionTower& tower = *P.vision;
+  HessianAccumulator H(tower.cfg.patch_dim());
+  int64_t frames = 0;
+  Progress prog("patch_embed inputs", int64_t(calib.multimodal.size()));
+  for (size_t s = 0; s < calib.multimodal.size(); ++s) {
+    const VlmCalibSample& smp = calib.multimodal[s];
+    std::vector<Image> imgs;
+    for (const std::string& p : smp.images) imgs.push_back(decode_image(p));
+    vlm.set_images(imgs);
+    std::vector<int32_t> ids = vlm.prompt_ids(tok, smp.text);
+    truncate_ids(ids, max_len, P.image_token_id);
+    ForwardOptions fo;
+    fo.act_quant = false;
+    fo.tower_hook = [&](const char* st, const float* px, int64_t, int64_t) {
+      if (std::strcmp(st, "pixels") != 0) return;
+      const std::vector<float> x = tower.unfold(px);  // [P, C·p·p]
+      H.add(x.data(), tower.cfg.num_patches());
+      ++frames;
+    };
+    vlm.embed(ids, fo);
+    prog.update(int64_t(s + 1));
+  }
+  prog.clear();
+  H.finalize();
+  LOWBIT_CHECK(H.tokens > 0, NumericError, "GPTQ of {}: no image frame in the calibration data",
+               tower.patch_embed.name);
+  nlohmann::json r = gptq_linear(P.vision->patch_embed, H, cfg, bits);
+  r["frames"] = frames;
+  r["patches"] = H.tokens;
+  return r;
+}
+
 // RTN of the blocks with each block's relative output error measured on the calibration states
 // X (the driver's definition: ‖Y_q − Y_fp‖ / ‖Y_fp − X‖ over the first 8 samples, ‖Y_fp‖ for a
 // block that changes the width); X ends as the last block's outputs.
@@ -352,8 +391,17 @@ QuantizedModel quantize_vlm(Vlm& vlm, const QuantConfig& cfg, const Tokenizer& t
 
   rep["layers"] = nlohmann::json::array();
   if (cfg.quant_patch_embed && plans[kVision].w_bits < 16) {
-    rtn_linear(P.vision->patch_embed, cfg, plans[kVision].w_bits);
-    rep["patch_embed"] = {{"name", P.vision->patch_embed.name}, {"bits", plans[kVision].w_bits}, {"method", "rtn"}};
+    // GPTQ runs (GPTAQ included: its dXXᵀ is zero for the pixels) solve the conv on the calibration
+    // images' unfolded patches before the vision tower's inputs are captured; RTN runs round it.
+    if (gptq) {
+      rep["patch_embed"] = gptq_patch_embed(vlm, tok, calib, cfg, plans[kVision].w_bits, max_len);
+      rep["patch_embed"]["method"] = "gptq";
+    } else {
+      rtn_linear(P.vision->patch_embed, cfg, plans[kVision].w_bits);
+      rep["patch_embed"] = {{"method", "rtn"}};
+    }
+    rep["patch_embed"]["name"] = P.vision->patch_embed.name;
+    rep["patch_embed"]["bits"] = plans[kVision].w_bits;
   }
   for (int t = 0; t < 3; ++t) {
     const TowerPlan& plan = plans[t];
@@ -400,6 +448,7 @@ QuantizedModel quantize_vlm(Vlm& vlm, const QuantConfig& cfg, const Tokenizer& t
   }
   towers["vision"]["layers_used"] = P.vision_layers;
   towers["vision"]["patch_embed_quantized"] = cfg.quant_patch_embed && plans[kVision].w_bits < 16;
+  if (rep.contains("patch_embed")) towers["vision"]["patch_embed_method"] = rep["patch_embed"]["method"];
   towers["language"]["lm_head_w_bits"] = head ? cfg.lm_head_w_bits : 16;
   for (const auto& l : rep["layers"]) {
     nlohmann::json e = {{"layer", l["layer"]}, {"kind", l["kind"]}};

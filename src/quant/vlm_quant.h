@@ -18,8 +18,9 @@
 // Auto-asym covers every tower: --a_auto_asym (the seed's rule: after the weights, each linear's
 // output on the first calibration sample decides its input quantizer) and --a_auto_asym_lowbit
 // (before the weights, each shared input's statistics over all samples).
-// The patch-embedding convolution (--quant_patch_embed) is quantized round-to-nearest (its input,
-// the unfolded patches, is not a block state); --skip_last_vision keeps the last used vision layer's
+// The patch-embedding convolution (--quant_patch_embed), a linear over the unfolded patches, is
+// solved with GPTQ under GPTQ/GPTAQ (H from every patch row of the calibration images' frames;
+// GPTAQ's dXXᵀ is zero for the pixels) and rounded under --w_rtn; --skip_last_vision keeps the last used vision layer's
 // fc2, --skip_last_proj the projector's last linear, --skip_last_language lm_head in full precision.
 #pragma once
 #include <memory>
