@@ -295,7 +295,8 @@ TEST(VlmQuantOriginalCli, EvalPplWithVisionTower) {
   // Quantization flags without the tower, and the tower without quantization flags: one line each.
   test::expect_error_line(test::run_lowbit(ppl + "--model " + o.llava + q), "--vision-tower", 2);
   test::expect_error_line(test::run_lowbit(ppl + "--model " + o.llava + " --vision-tower " + o.clip), "--vision-tower", 2);
-  test::expect_error_line(test::run_lowbit("eval zeroshot --tasks arc_easy --limit 1 --model " + hf_dir +
+  LOWBIT_REQUIRE_SHARED(tasks, "data/tasks");
+  test::expect_error_line(test::run_lowbit("eval zeroshot --tasks arc_easy --tasks-dir " + tasks + " --limit 1 --model " + hf_dir +
                                            " --vision-tower " + o.clip + q),
                           "--vision-tower", 2);
 }
