@@ -75,6 +75,18 @@ void truncate_ids(std::vector<int32_t>& ids, int64_t max_len, int32_t image_toke
   ids.resize(size_t(keep));
 }
 
+// Calibration sample smp made ready for a forward: its images decoded and set on the model, its
+// rendered conversation's ids (image tokens expanded) cut to max_len.
+std::vector<int32_t> prepare_sample(Vlm& vlm, const Tokenizer& tok, const VlmCalibSample& smp, int64_t max_len,
+                                    int32_t image_token) {
+  std::vector<Image> imgs;
+  for (const std::string& p : smp.images) imgs.push_back(decode_image(p));
+  vlm.set_images(imgs);
+  std::vector<int32_t> ids = vlm.prompt_ids(tok, smp.text);
+  truncate_ids(ids, max_len, image_token);
+  return ids;
+}
+
 // Inputs of tower t for every calibration sample, from the model's own forward with the
 // upstream towers as they are now (quantized or not). act_quant: activation quantizers on.
 std::vector<BlockState> capture(Vlm& vlm, const Tokenizer& tok, const VlmCalibration& calib, int t, bool act_quant,
@@ -95,12 +107,7 @@ std::vector<BlockState> capture(Vlm& vlm, const Tokenizer& tok, const VlmCalibra
   }
   Progress prog(fmt::format("{} inputs", kTowerNames[t]), int64_t(calib.multimodal.size()));
   for (size_t s = 0; s < calib.multimodal.size(); ++s) {
-    const VlmCalibSample& smp = calib.multimodal[s];
-    std::vector<Image> imgs;
-    for (const std::string& p : smp.images) imgs.push_back(decode_image(p));
-    vlm.set_images(imgs);
-    std::vector<int32_t> ids = vlm.prompt_ids(tok, smp.text);
-    truncate_ids(ids, max_len, P.image_token_id);
+    std::vector<int32_t> ids = prepare_sample(vlm, tok, calib.multimodal[s], max_len, P.image_token_id);
     ForwardOptions fo;
     fo.act_quant = act_quant;
     const char* stage = t == kVision ? "vision" : "projector";
@@ -137,12 +144,7 @@ nlohmann::json gptq_patch_embed(Vlm& vlm, const Tokenizer& tok, const VlmCalibra
   int64_t frames = 0;
   Progress prog("patch_embed inputs", int64_t(calib.multimodal.size()));
   for (size_t s = 0; s < calib.multimodal.size(); ++s) {
-    const VlmCalibSample& smp = calib.multimodal[s];
-    std::vector<Image> imgs;
-    for (const std::string& p : smp.images) imgs.push_back(decode_image(p));
-    vlm.set_images(imgs);
-    std::vector<int32_t> ids = vlm.prompt_ids(tok, smp.text);
-    truncate_ids(ids, max_len, P.image_token_id);
+    std::vector<int32_t> ids = prepare_sample(vlm, tok, calib.multimodal[s], max_len, P.image_token_id);
     ForwardOptions fo;
     fo.act_quant = false;
     fo.tower_hook = [&](const char* st, const float* px, int64_t, int64_t) {
@@ -219,12 +221,7 @@ void forward_sample(Vlm& vlm, const Tokenizer& tok, const VlmCalibration& calib,
     P.language->forward(ids.data(), int64_t(ids.size()), nullptr, fo);
     return;
   }
-  const VlmCalibSample& smp = calib.multimodal[s];
-  std::vector<Image> imgs;
-  for (const std::string& p : smp.images) imgs.push_back(decode_image(p));
-  vlm.set_images(imgs);
-  std::vector<int32_t> ids = vlm.prompt_ids(tok, smp.text);
-  truncate_ids(ids, max_len, P.image_token_id);
+  const std::vector<int32_t> ids = prepare_sample(vlm, tok, calib.multimodal[s], max_len, P.image_token_id);
   const std::vector<float> x = vlm.embed(ids, fo);
   P.language->forward_embeds(x.data(), int64_t(ids.size()), nullptr, fo);
 }
