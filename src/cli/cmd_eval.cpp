@@ -54,16 +54,11 @@ void add_eval_ppl(CLI::App* eval, Common& common, Runner* run) {
     if (!o->output_json.empty()) check_output_file(o->output_json, "--output-json");
     LOWBIT_CHECK(o->data_end < 0 || o->data_end > o->data_begin, ArgError,
                  "--data-end {} must be greater than --data-begin {}", o->data_end, o->data_begin);
-    LlamaModel model = load_model(o->model);
-    QuantConfig qc = o->flags.resolve(model.cfg.max_position);
-    LOWBIT_CHECK(o->vision_tower.empty() || qc.any(), ArgError,
-                 "--vision-tower is read only with quantization flags (the evaluation itself reads the language "
-                 "model alone)");
-    auto tok = load_tokenizer(o->model, o->tokenizer);
-    nlohmann::json qreport;
-    if (qc.any()) {
-      qreport = quantize_for_text_eval(model, qc, *tok, o->model, o->vision_tower).report;  // a VLM: whole, tower by tower
-    }
+    TextEvalModel tm = load_text_eval_model(o->model, o->tokenizer, o->vision_tower, o->flags);
+    LlamaModel& model = tm.model;
+    const QuantConfig& qc = tm.qc;
+    const std::unique_ptr<Tokenizer>& tok = tm.tok;
+    const nlohmann::json& qreport = tm.qreport;
     if (o->seqlen < 0) o->seqlen = std::min<int64_t>(2048, model.cfg.max_position);
     LOWBIT_CHECK(o->seqlen <= model.cfg.max_position, ArgError,
                  "--seqlen {} is larger than the model's context ({} max_position_embeddings)", o->seqlen,

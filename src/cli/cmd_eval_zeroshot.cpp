@@ -90,16 +90,11 @@ void add_eval_zeroshot(CLI::App* eval, Common& common, Runner* run) {
     zo.prefix_reuse = !o->no_prefix_reuse;
     zo.batch_size = o->batch_size;
     zo.log_samples = o->log_samples;
-    LlamaModel model = load_model(o->model);
-    QuantConfig qc = o->flags.resolve(model.cfg.max_position);
-    LOWBIT_CHECK(o->vision_tower.empty() || qc.any(), ArgError,
-                 "--vision-tower is read only with quantization flags (the evaluation itself reads the language "
-                 "model alone)");
-    auto tok = load_tokenizer(o->model, o->tokenizer);
-    nlohmann::json qreport;
-    if (qc.any()) {
-      qreport = quantize_for_text_eval(model, qc, *tok, o->model, o->vision_tower).report;  // a VLM: whole, tower by tower
-    }
+    TextEvalModel tm = load_text_eval_model(o->model, o->tokenizer, o->vision_tower, o->flags);
+    LlamaModel& model = tm.model;
+    const QuantConfig& qc = tm.qc;
+    const std::unique_ptr<Tokenizer>& tok = tm.tok;
+    const nlohmann::json& qreport = tm.qreport;
     nlohmann::json j = eval_zeroshot(model, *tok, tasks, zo);
     std::printf("%-16s %6s %8s %8s %8s %8s %10s %10s\n", "task", "n", "acc", "±", "acc_norm", "±", "ppl", "±");
     for (const auto& t : tasks) {

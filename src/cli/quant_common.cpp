@@ -69,4 +69,16 @@ QuantizedModel quantize_in_memory(LlamaModel& m, const QuantConfig& c, const Tok
   return q;
 }
 
+TextEvalModel load_text_eval_model(const std::string& dir, const std::string& tokenizer, const std::string& vision_tower,
+                                   const QuantFlags& flags) {
+  TextEvalModel t{load_model(dir), nullptr, {}, nullptr};
+  t.qc = flags.resolve(t.model.cfg.max_position);
+  LOWBIT_CHECK(vision_tower.empty() || t.qc.any(), ArgError,
+               "--vision-tower is read only with quantization flags (the evaluation itself reads the language "
+               "model alone)");
+  t.tok = load_tokenizer(dir, tokenizer);
+  if (t.qc.any()) t.qreport = quantize_for_text_eval(t.model, t.qc, *t.tok, dir, vision_tower).report;
+  return t;
+}
+
 }  // namespace lowbit::cli

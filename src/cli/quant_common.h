@@ -4,6 +4,11 @@
 #include <string>
 #include <vector>
 
+#include <memory>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/quant_flags.h"
 #include "io/tokenizer.h"
 #include "quant/driver.h"
 
@@ -23,5 +28,17 @@ void check_no_vlm_settings(const QuantConfig& cfg, const std::string& model, con
 // already-quantized checkpoint. vision_tower: the original LLaVA layout's CLIP directory.
 QuantizedModel quantize_for_text_eval(LlamaModel& model, const QuantConfig& cfg, const Tokenizer& tok,
                                       const std::string& dir, const std::string& vision_tower = "");
+
+// The model a text evaluation (eval ppl, eval zeroshot) reads: the language model of `dir` (a
+// VLM's too), its tokenizer, and with quantization flags that model quantized in memory
+// (quantize_for_text_eval). --vision-tower without quantization flags is an ArgError.
+struct TextEvalModel {
+  LlamaModel model;
+  std::unique_ptr<Tokenizer> tok;
+  QuantConfig qc;
+  nlohmann::json qreport;  // the driver's report; null without quantization
+};
+TextEvalModel load_text_eval_model(const std::string& dir, const std::string& tokenizer, const std::string& vision_tower,
+                                   const QuantFlags& flags);
 
 }  // namespace lowbit::cli
