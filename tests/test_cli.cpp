@@ -299,3 +299,20 @@ TEST(Cli, VlmSettingsRefusedOnTextModels) {
   EXPECT_FALSE(fs::exists(d + "/e"));
   EXPECT_FALSE(fs::exists(d + "/r"));
 }
+
+// Bad values of the flags added for zero-shot and VLM quantization: one line each, exit 2,
+// before any model work.
+TEST(Cli, NewFlagsBadValues) {
+  LOWBIT_REQUIRE_SHARED(m, "models/stories260K");
+  LOWBIT_REQUIRE_SHARED(v, "models/tiny-llava-1.5");
+  const std::string d = temp_dir("cli_new_flags");
+  const std::string zs = "eval zeroshot --model " + m + " --tasks arc_easy ";
+  expect_error_line(run_lowbit(zs + "--batch-size 0"), "--batch-size", 2);
+  expect_error_line(run_lowbit(zs + "--limit -5"), "--limit", 2);
+  expect_error_line(run_lowbit("eval zeroshot --model " + m + " --tasks nope"), "unknown task 'nope'", 2);
+  const std::string q = "quantize --model " + v + " --out " + d + "/q --w_rtn ";
+  expect_error_line(run_lowbit(q + "--wbits 4,4,4 --vita_clip_ratio 2"), "--vita_clip_ratio", 2);
+  expect_error_line(run_lowbit(q + "--wbits 4,4,4 --lma_clip_ratio -1"), "--lma_clip_ratio", 2);
+  expect_error_line(run_lowbit(q + "--wbits 4,x,4"), "--wbits", 2);
+  EXPECT_FALSE(fs::exists(d + "/q"));
+}
